@@ -1,0 +1,341 @@
+//! `config.toml`: the host's identity, where state lives, the trust root and the sources.
+//!
+//! Every key has a default except `trust.allowed_signers`. Unknown keys are errors. Relative
+//! paths are resolved against the directory of the config file, so a config next to its files
+//! (the demo, tests) works from any current directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// Where the config is read from when neither `--config` nor `OUTPOST_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/outpost/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}; pass --config FILE or set OUTPOST_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("cannot determine the host name for host.name; set it in {path}")]
+    Hostname { path: PathBuf, source: nix::Error },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub host: HostConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    pub trust: TrustConfig,
+    #[serde(default)]
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Defaults to the system hostname.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    pub allowed_signers: PathBuf,
+    #[serde(default)]
+    pub revoked_keys: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_rewind: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_sync_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Defaults to `<state.dir>/inbox`.
+    #[serde(default)]
+    pub spool: Option<PathBuf>,
+    #[serde(default = "default_max_bundle_size")]
+    pub max_bundle_size: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    #[serde(default = "default_apply_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_allowed_paths")]
+    pub allowed_paths: Vec<PathBuf>,
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub health_timeout: Duration,
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/outpost")
+}
+fn default_branch() -> String {
+    "main".to_owned()
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_max_bundle_size() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_apply_interval() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_allowed_paths() -> Vec<PathBuf> {
+    ["/etc", "/opt", "/srv", "/usr/local", "/var/lib"]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect()
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            labels: BTreeMap::new(),
+            root: default_root(),
+        }
+    }
+}
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_state_dir(),
+        }
+    }
+}
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            branch: default_branch(),
+            url: None,
+            interval: default_sync_interval(),
+            spool: None,
+            max_bundle_size: default_max_bundle_size(),
+        }
+    }
+}
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_apply_interval(),
+            allowed_paths: default_allowed_paths(),
+            health_timeout: default_health_timeout(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| parse_error(describe(&e, text)))?;
+        config.validate().map_err(parse_error)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.anchor(base);
+        if config.host.name.is_none() {
+            let name = nix::unistd::gethostname().map_err(|source| ConfigError::Hostname {
+                path: path.to_owned(),
+                source,
+            })?;
+            config.host.name = Some(name.to_string_lossy().into_owned());
+        }
+        Ok(config)
+    }
+
+    /// The host's name, from the config or the system.
+    pub fn host_name(&self) -> &str {
+        self.host.name.as_deref().unwrap_or_default()
+    }
+
+    /// The spool directory dropped bundles are imported from.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.source
+            .spool
+            .clone()
+            .unwrap_or_else(|| self.state.dir.join("inbox"))
+    }
+
+    /// The full name of the tracked branch.
+    pub fn tracked_ref(&self) -> String {
+        format!("refs/heads/{}", self.source.branch)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let full = self.tracked_ref();
+        if gix::validate::reference::name(full.as_str().into()).is_err() {
+            return Err(format!(
+                "source.branch {:?} is not a valid branch name",
+                self.source.branch
+            ));
+        }
+        if let Some(bad) = self.apply.allowed_paths.iter().find(|p| !p.is_absolute()) {
+            return Err(format!(
+                "apply.allowed_paths entry {} must be an absolute host path",
+                bad.display()
+            ));
+        }
+        if self.source.max_bundle_size.as_u64() == 0 {
+            return Err("source.max_bundle_size must be greater than zero".to_owned());
+        }
+        Ok(())
+    }
+
+    fn anchor(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.host.root);
+        join(&mut self.state.dir);
+        join(&mut self.trust.allowed_signers);
+        if let Some(p) = self.trust.revoked_keys.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.source.spool.as_mut() {
+            join(p);
+        }
+    }
+}
+
+/// Turns a toml error into "line L, column C: message" (the file is added by the caller).
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim_end_matches('\n');
+    match error.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/outpost/config.toml"))
+    }
+
+    #[test]
+    fn minimal_config_takes_every_default() -> Result<(), ConfigError> {
+        let c = parse("[trust]\nallowed_signers = \"/etc/outpost/allowed_signers\"\n")?;
+        assert_eq!(c.state.dir, PathBuf::from("/var/lib/outpost"));
+        assert_eq!(c.source.branch, "main");
+        assert_eq!(c.source.max_bundle_size, ByteSize::gib(1));
+        assert_eq!(c.source.interval, Duration::from_secs(300));
+        assert_eq!(c.apply.health_timeout, Duration::from_secs(60));
+        assert_eq!(c.spool_dir(), PathBuf::from("/var/lib/outpost/inbox"));
+        assert!(!c.host_name().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn relative_paths_are_anchored_at_the_config_directory() -> Result<(), ConfigError> {
+        let c = parse(
+            "[host]\nname = \"x\"\nroot = \"host\"\n[state]\ndir = \"state\"\n[trust]\nallowed_signers = \"keys\"\n",
+        )?;
+        assert_eq!(c.host.root, PathBuf::from("/etc/outpost/host"));
+        assert_eq!(c.state.dir, PathBuf::from("/etc/outpost/state"));
+        assert_eq!(c.trust.allowed_signers, PathBuf::from("/etc/outpost/keys"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = parse("[trust]\nallowed_signers = \"a\"\n\n[source]\nbrnch = \"main\"\n");
+        let msg = err.map(|_| ()).unwrap_err().to_string();
+        assert!(msg.starts_with("invalid config file /etc/outpost/config.toml: line 5, column 1: unknown field `brnch`"), "{msg}");
+    }
+
+    #[test]
+    fn missing_trust_root_is_an_error() {
+        let msg = parse("[host]\nname = \"x\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing field `trust`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_duration_and_size_are_errors() {
+        let msg = parse("[trust]\nallowed_signers = \"a\"\n[source]\ninterval = \"soon\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 4, column 12"), "{msg}");
+        let msg = parse("[trust]\nallowed_signers = \"a\"\n[source]\nmax_bundle_size = \"lots\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_branch_is_an_error() {
+        let msg = parse("[trust]\nallowed_signers = \"a\"\n[source]\nbranch = \"a..b\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("not a valid branch name"), "{msg}");
+    }
+}

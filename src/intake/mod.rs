@@ -1,0 +1,409 @@
+//! Intake of signed bundle files: `import` (files, or directories such as a mounted stick) and
+//! `verify` (every check, nothing written).
+//!
+//! Each file is staged and judged by [`judge`]; an accepted bundle's pack is promoted into the
+//! object store, its verdict and the new high-water mark recorded in one transaction, and the
+//! tracked ref moved last. Bundles of one import are ordered by their prerequisites: one whose
+//! prerequisite is missing waits until the others were tried, so an incremental bundle applies
+//! after its base whatever the file names say.
+
+mod judge;
+mod pack;
+mod stage;
+
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+use crate::config::Config;
+use crate::lock;
+use crate::repo::{ObjectStore, RepoError};
+use crate::store::{self, Store, StoreError};
+use crate::trust::{TrustError, TrustPolicy};
+use judge::{Context, Refused, Verdict};
+
+/// Why a bundle was refused: recorded as its verdict and shown by `status`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a symbolic link; outpost reads bundle files only directly, copy the bundle itself"
+    )]
+    Symlink { path: PathBuf },
+    #[error("{path} is a directory, not a bundle file")]
+    Directory { path: PathBuf },
+    #[error("{path} is not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error(
+        "{path} is {size} bytes, more than source.max_bundle_size ({max} bytes); raise the limit or ship incremental bundles"
+    )]
+    TooBig { path: PathBuf, size: u64, max: u64 },
+    #[error(
+        "missing signature {path}; sign the bundle with `ssh-keygen -Y sign -f KEY -n outpost-bundle BUNDLE`"
+    )]
+    MissingSignature { path: PathBuf },
+    #[error("signature {path} refused: {source}")]
+    Signature { path: PathBuf, source: TrustError },
+    #[error(transparent)]
+    Header(#[from] crate::bundle::BundleError),
+    #[error("bundle has no {name} (it carries {refs}); bundle the tracked branch")]
+    NoTrackedRef { name: String, refs: String },
+    #[error(
+        "bundle needs commit {oid}, which this host does not have; import the bundle that contains it first, or a full bundle"
+    )]
+    MissingPrerequisite { oid: ObjectId },
+    #[error("bundle is truncated: the pack is missing or shorter than a pack header")]
+    Truncated,
+    #[error("{message}")]
+    Pack { message: String },
+    #[error("bundle has data after the end of its pack; recreate it with `git bundle create`")]
+    TrailingData,
+    #[error(
+        "tip commit {oid} of {name} is not signed; publish commits signed with `git -c gpg.format=ssh commit -S`"
+    )]
+    UnsignedTip { oid: ObjectId, name: String },
+    #[error("tip commit {oid} of {name} refused: {source}")]
+    TipSignature {
+        oid: ObjectId,
+        name: String,
+        source: TrustError,
+    },
+    #[error(
+        "tip commit {tip} does not descend from the trusted commit {trusted} (history was rewritten); set trust.allow_rewind = true to accept it"
+    )]
+    Divergent { tip: ObjectId, trusted: ObjectId },
+}
+
+/// A failure of the host rather than a verdict on a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("cannot use staging directory {path}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read staged bundle {path}")]
+    ReadStaged {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list {path}")]
+    ListDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the recorded trusted commit {commit:?} is not an object id; the state dir is damaged")]
+    BadMark { commit: String },
+}
+
+/// What happened to one bundle file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The tip became (or, for `verify`, would become) the trusted commit.
+    Accepted {
+        commit: String,
+        signer: String,
+        previous: Option<String>,
+        rewind: bool,
+        summary: String,
+    },
+    /// The tip is the trusted commit or older.
+    Replay {
+        message: String,
+    },
+    /// These exact bytes were imported before.
+    AlreadyImported {
+        sha256: String,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Outcome::Refused { .. })
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        match &self.outcome {
+            Outcome::Accepted {
+                commit,
+                signer,
+                previous,
+                rewind,
+                summary,
+            } => {
+                let how = match (previous, rewind) {
+                    (None, _) => "first trusted commit".to_owned(),
+                    (Some(p), false) => format!("fast-forward from {}", short(p)),
+                    (Some(p), true) => format!("REWIND from {} (trust.allow_rewind)", short(p)),
+                };
+                write!(
+                    f,
+                    "accepted {path}: {} \"{summary}\" signed by {signer}, {how}",
+                    short(commit)
+                )
+            }
+            Outcome::Replay { message } => write!(f, "no-op {path}: {message}"),
+            Outcome::AlreadyImported { sha256 } => {
+                write!(
+                    f,
+                    "no-op {path}: already imported (sha256 {})",
+                    &sha256[..12.min(sha256.len())]
+                )
+            }
+            Outcome::Refused { reason } => write!(f, "refused {path}: {reason}"),
+        }
+    }
+}
+
+/// The first 12 digits of an object id, for humans.
+pub fn short(oid: &str) -> &str {
+    &oid[..12.min(oid.len())]
+}
+
+/// Imports bundle files and directories of bundles; every file gets a recorded verdict.
+pub fn import(
+    config: &Config,
+    policy: &TrustPolicy,
+    paths: &[PathBuf],
+) -> Result<Vec<Report>, IntakeError> {
+    let state = &config.state.dir;
+    std::fs::create_dir_all(state).map_err(|source| IntakeError::Staging {
+        path: state.clone(),
+        source,
+    })?;
+    let _lock = lock::acquire(state, lock::WAIT)?;
+    let store = Store::open(state)?;
+    let objects = ObjectStore::open_or_init(state)?;
+    let staging = fresh_staging(state)?;
+    let mut ctx = Context {
+        policy,
+        store: Some(&store),
+        objects: Some(&objects),
+        mark: store.high_water()?,
+        tracked_ref: config.tracked_ref(),
+        allow_rewind: config.trust.allow_rewind,
+        max_size: config.source.max_bundle_size.as_u64(),
+        staging: &staging,
+    };
+    repair_ref(&objects, ctx.mark.as_ref(), &ctx.tracked_ref)?;
+    let mut pending = collect(paths)?;
+    let mut reports = Vec::new();
+    // Rounds: a bundle missing a prerequisite waits while other bundles still make progress.
+    loop {
+        let mut waiting = Vec::new();
+        let mut progress = false;
+        let last_round = pending.len() <= 1;
+        for path in std::mem::take(&mut pending) {
+            match judge::judge(&ctx, &path)? {
+                Err(refused)
+                    if !last_round
+                        && matches!(refused.refusal, Refusal::MissingPrerequisite { .. }) =>
+                {
+                    waiting.push(path);
+                }
+                verdict => {
+                    if let Ok(Verdict::Accepted(acc)) = &verdict {
+                        ctx.mark = Some(acc.mark.clone());
+                        progress = true;
+                    }
+                    reports.push(settle(&store, &objects, &ctx.tracked_ref, path, verdict)?);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        if !progress {
+            // Nothing new arrived: judge the rest for the last time, recording their verdicts.
+            for path in waiting {
+                let verdict = judge::judge(&ctx, &path)?;
+                reports.push(settle(&store, &objects, &ctx.tracked_ref, path, verdict)?);
+            }
+            break;
+        }
+        pending = waiting;
+    }
+    Ok(reports)
+}
+
+/// Records a verdict and, for an accepted bundle, makes its tip the trusted commit.
+fn settle(
+    store: &Store,
+    objects: &ObjectStore,
+    tracked_ref: &str,
+    path: PathBuf,
+    verdict: Result<Verdict, Box<Refused>>,
+) -> Result<Report, IntakeError> {
+    let outcome = match verdict {
+        Ok(Verdict::Accepted(acc)) => {
+            let outcome = accepted_outcome(&acc);
+            let message = format!("{tracked_ref} -> {}", acc.tip);
+            acc.quarantine.promote(objects)?;
+            store.record_accepted(
+                &acc.record,
+                acc.staged.file.path(),
+                &acc.commit,
+                &acc.mark,
+                &message,
+            )?;
+            objects.set_ref(tracked_ref, acc.tip)?;
+            tracing::info!(commit = %acc.tip, signer = %acc.signer.principal, "bundle accepted");
+            outcome
+        }
+        Ok(Verdict::Replay { record, message }) => {
+            store.record_replay(&record, &message)?;
+            Outcome::Replay { message }
+        }
+        Ok(Verdict::Known { sha256 }) => Outcome::AlreadyImported { sha256 },
+        Err(refused) => {
+            let reason = refused.refusal.to_string();
+            store.record_rejected(&refused.record, &reason, refused.commit.as_ref())?;
+            tracing::warn!(path = %path.display(), %reason, "bundle refused");
+            Outcome::Refused { reason }
+        }
+    };
+    Ok(Report { path, outcome })
+}
+
+fn accepted_outcome(acc: &judge::Accepted) -> Outcome {
+    Outcome::Accepted {
+        commit: acc.tip.to_string(),
+        signer: acc.signer.principal.clone(),
+        previous: acc.previous.clone(),
+        rewind: acc.rewind,
+        summary: acc.summary.clone(),
+    }
+}
+
+/// Runs every check of `import` on one bundle file without writing to the state dir.
+pub fn verify(config: &Config, policy: &TrustPolicy, path: &Path) -> Result<Report, IntakeError> {
+    let state = &config.state.dir;
+    let scratch = tempfile::Builder::new()
+        .prefix("outpost-verify.")
+        .tempdir()
+        .map_err(|source| IntakeError::Staging {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let store = Store::open_read_only(state)?;
+    let objects = ObjectStore::open_existing(state)?;
+    let mark = match &store {
+        Some(s) => s.high_water()?,
+        None => store::floor::read(state)?,
+    };
+    let ctx = Context {
+        policy,
+        store: store.as_ref(),
+        objects: objects.as_ref(),
+        mark,
+        tracked_ref: config.tracked_ref(),
+        allow_rewind: config.trust.allow_rewind,
+        max_size: config.source.max_bundle_size.as_u64(),
+        staging: scratch.path(),
+    };
+    let outcome = match judge::judge(&ctx, path)? {
+        Ok(Verdict::Accepted(acc)) => accepted_outcome(&acc),
+        Ok(Verdict::Replay { message, .. }) => Outcome::Replay { message },
+        Ok(Verdict::Known { sha256 }) => Outcome::AlreadyImported { sha256 },
+        Err(refused) => Outcome::Refused {
+            reason: refused.refusal.to_string(),
+        },
+    };
+    Ok(Report {
+        path: path.to_owned(),
+        outcome,
+    })
+}
+
+/// Empties (or creates) `state_dir/staging`: leftovers of an interrupted import are garbage.
+fn fresh_staging(state: &Path) -> Result<PathBuf, IntakeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let staging = state.join("staging");
+    let err = |source| IntakeError::Staging {
+        path: staging.clone(),
+        source,
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(err)?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(err)?;
+    Ok(staging)
+}
+
+/// Points the tracked ref at the trusted commit when a crash left it behind.
+fn repair_ref(
+    objects: &ObjectStore,
+    mark: Option<&store::HighWater>,
+    tracked_ref: &str,
+) -> Result<(), IntakeError> {
+    let Some(mark) = mark else { return Ok(()) };
+    let trusted = ObjectId::from_hex(mark.commit.as_bytes()).map_err(|_| IntakeError::BadMark {
+        commit: mark.commit.clone(),
+    })?;
+    if objects.ref_target(tracked_ref) != Some(trusted) && objects.has_object(trusted) {
+        objects.set_ref(tracked_ref, trusted)?;
+    }
+    Ok(())
+}
+
+/// Expands directories into the bundle files they hold (`*.bundle` in the directory and in its
+/// `outpost/` folder, hidden files and `._*` resource forks skipped); files stay as given.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IntakeError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if !is_dir || path.extension().is_some_and(|e| e == "bundle") {
+            out.push(path.clone());
+            continue;
+        }
+        for dir in [path.clone(), path.join("outpost")] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != *path => continue,
+                Err(source) => return Err(IntakeError::ListDir { path: dir, source }),
+            };
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| is_bundle_name(p))
+                .collect();
+            found.sort();
+            out.extend(found);
+        }
+    }
+    Ok(out)
+}
+
+fn is_bundle_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && name.len() > ".bundle".len() && name.ends_with(".bundle")
+}

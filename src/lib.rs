@@ -1,0 +1,55 @@
+//! outpost keeps a Linux host at the state described in a signed Git repository, online or not.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  bundle file / stick ─> intake ─> trust ─> repo + store ─> status
+//!                         (stage,   (SSHSIG   (objects/,      (read-only
+//!                          hash)     of file   outpost.db,     view)
+//!                                    and tip)  floor mirror)
+//! ```
+//!
+//! A bundle is copied once into private staging while it is hashed (sha256 for its identity,
+//! sha512 for its SSHSIG); its `.sig` is checked against those digests before a byte of it is
+//! parsed. Only then is the header parsed and the pack indexed into a quarantine object store
+//! whose alternates point at the real one. The tip commit of the tracked branch must carry an
+//! SSH signature by an allowed signer and must descend from the trusted commit; only then are
+//! the pack files moved into the object store, the verdict and the new high-water mark written
+//! in one SQLite transaction, the floor mirror rewritten and the tracked ref moved.
+//!
+//! # Modules
+//!
+//! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.
+//! * [`config`] — `config.toml`: typed, every key defaulted but `trust.allowed_signers`.
+//! * [`trust`] — allowed_signers and revoked keys; verifies SSHSIG signatures of bundle files
+//!   (namespace `outpost-bundle`) and of commits (namespace `git`).
+//! * [`bundle`] — the git bundle header (v2/v3), parsed by hand with bounded lines.
+//! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
+//!   ancestry, commit signatures, the tracked ref.
+//! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
+//!   checksummed mirror file `state_dir/floor`.
+//! * [`intake`] — import and verify of bundle files and directories (a mounted stick).
+//! * [`status`] — what `outpost status` reports, as a serde type.
+//! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
+//!
+//! # Invariants
+//!
+//! * Architecture invariant: nothing of a bundle is parsed before its signature is verified
+//!   against the staged copy; only the staged copy is read afterwards.
+//! * Architecture invariant: objects of a bundle reach `objects/` only after the whole bundle,
+//!   including the tip commit's signature and ancestry, was accepted.
+//! * The high-water mark never moves back: a replayed older state is a no-op, a divergent one
+//!   is refused unless `trust.allow_rewind`, and the time floor only grows.
+//! * Nothing depends on the wall clock for trust decisions: key validity is judged against the
+//!   time floor (the newest accepted committer time).
+//! * `verify` and `status` write nothing to the state dir.
+
+pub mod bundle;
+pub mod cli;
+pub mod config;
+pub mod intake;
+pub mod lock;
+pub mod repo;
+pub mod status;
+pub mod store;
+pub mod trust;

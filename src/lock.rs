@@ -1,0 +1,111 @@
+//! The exclusive lock `state_dir/lock`: one outpost process at a time changes state or the host.
+//!
+//! An advisory `flock` on a file that holds the holder's pid; the kernel drops it when the
+//! holder exits, however it exits, so a stale lock file never blocks anyone.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// How long a second process waits for the holder before giving up.
+pub const WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open lock file {path}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}")]
+    Lock { path: PathBuf, source: Errno },
+    #[error(
+        "another outpost process (pid {holder}) holds {path}; wait for it to finish or stop it"
+    )]
+    Busy { path: PathBuf, holder: String },
+}
+
+/// Held while the value lives.
+#[derive(Debug)]
+pub struct StateLock {
+    _flock: Flock<File>,
+}
+
+/// Takes the lock, waiting up to `wait` for another holder.
+pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock, LockError> {
+    let path = state_dir.join("lock");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })
+    };
+    let deadline = Instant::now() + wait;
+    let mut file = open()?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut flock) => {
+                write_pid(&mut flock).map_err(|source| LockError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                return Ok(StateLock { _flock: flock });
+            }
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((mut f, Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = f.read_to_string(&mut holder);
+                let holder = holder.trim().to_owned();
+                return Err(LockError::Busy {
+                    path,
+                    holder: if holder.is_empty() {
+                        "unknown".to_owned()
+                    } else {
+                        holder
+                    },
+                });
+            }
+            Err((_, source)) => return Err(LockError::Lock { path, source }),
+        }
+    }
+}
+
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_told_the_pid() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let _held = acquire(dir.path(), WAIT)?;
+        let msg = acquire(dir.path(), Duration::from_millis(100))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        Ok(())
+    }
+}

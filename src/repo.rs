@@ -1,0 +1,294 @@
+//! The object store: a bare Git repository under `state_dir/objects`, and the quarantine a
+//! bundle's pack is indexed into before it is trusted.
+//!
+//! A [`Quarantine`] is a temporary bare repository whose `objects/info/alternates` names the
+//! real object store, so thin packs resolve against trusted objects and the new tip can be
+//! inspected, while nothing of an untrusted bundle reaches `objects/`. Only
+//! [`Quarantine::promote`] moves the pack into the store.
+
+use std::fs::File;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::ObjectId;
+use gix::refs::transaction::PreviousValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("cannot open the object store at {path}")]
+    Open { path: PathBuf, source: gix::Error },
+    #[error("cannot create the object store at {path}")]
+    Init { path: PathBuf, source: gix::Error },
+    #[error("cannot prepare a quarantine in {path}")]
+    Quarantine {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the bundle's pack is damaged: {message}")]
+    IndexPack { message: String },
+    #[error("the bundle does not contain {oid} that its header lists for {name}")]
+    MissingTip { oid: ObjectId, name: String },
+    #[error("{oid} ({name}) is not a commit")]
+    NotACommit { oid: ObjectId, name: String },
+    #[error("cannot read commit {oid}: {message}")]
+    ReadCommit { oid: ObjectId, message: String },
+    #[error("cannot walk the history of {oid}: {message}")]
+    Walk { oid: ObjectId, message: String },
+    #[error("cannot move pack {path} into the object store")]
+    Promote {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot update {name} to {oid}: {message}")]
+    UpdateRef {
+        name: String,
+        oid: ObjectId,
+        message: String,
+    },
+}
+
+/// What the trust check needs of a tip commit.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// `(armored signature, signed payload)` when the commit carries a `gpgsig` header.
+    pub signature: Option<(Vec<u8>, Vec<u8>)>,
+    /// Committer time, Unix seconds (0 when before the epoch).
+    pub committer_time: u64,
+    pub summary: String,
+}
+
+/// The bare object store under `state_dir/objects`.
+pub struct ObjectStore {
+    repo: gix::Repository,
+}
+
+fn git_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("objects")
+}
+
+fn open(path: &Path) -> Result<gix::Repository, RepoError> {
+    gix::open_opts(path, gix::open::Options::isolated()).map_err(|source| RepoError::Open {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl ObjectStore {
+    /// Opens the object store, creating it on first use.
+    pub fn open_or_init(state_dir: &Path) -> Result<Self, RepoError> {
+        let path = git_dir(state_dir);
+        if path.join("HEAD").exists() {
+            return Ok(Self { repo: open(&path)? });
+        }
+        gix::init_bare(&path).map_err(|source| RepoError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { repo: open(&path)? })
+    }
+
+    /// Opens an existing object store without creating anything.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Self>, RepoError> {
+        let path = git_dir(state_dir);
+        if !path.join("HEAD").exists() {
+            return Ok(None);
+        }
+        Ok(Some(Self { repo: open(&path)? }))
+    }
+
+    fn objects_dir(&self) -> PathBuf {
+        self.repo.git_dir().join("objects")
+    }
+
+    /// Points `name` (a full ref name) at `oid`.
+    pub fn set_ref(&self, name: &str, oid: ObjectId) -> Result<(), RepoError> {
+        let err = |e: gix::Error| RepoError::UpdateRef {
+            name: name.to_owned(),
+            oid,
+            message: e.to_string(),
+        };
+        let full: gix::refs::FullName =
+            name.try_into()
+                .map_err(
+                    |e: gix::validate::reference::name::Error| RepoError::UpdateRef {
+                        name: name.to_owned(),
+                        oid,
+                        message: e.to_string(),
+                    },
+                )?;
+        self.repo
+            .reference(full, oid, PreviousValue::Any, "outpost: trusted")
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Whether the store has `oid`.
+    pub fn has_object(&self, oid: ObjectId) -> bool {
+        self.repo.has_object(oid)
+    }
+
+    /// The commit `name` points at, if the ref exists.
+    pub fn ref_target(&self, name: &str) -> Option<ObjectId> {
+        self.repo
+            .try_find_reference(name)
+            .ok()
+            .flatten()
+            .and_then(|r| r.target().try_id().map(ToOwned::to_owned))
+    }
+}
+
+/// A temporary object store for one bundle; dropped without a trace unless promoted.
+pub struct Quarantine {
+    _dir: tempfile::TempDir,
+    repo: gix::Repository,
+}
+
+impl Quarantine {
+    /// A quarantine inside `parent` that sees the objects of `store`, if there is one.
+    pub fn new(parent: &Path, store: Option<&ObjectStore>) -> Result<Self, RepoError> {
+        let io_err = |source| RepoError::Quarantine {
+            path: parent.to_owned(),
+            source,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("quarantine.")
+            .tempdir_in(parent)
+            .map_err(io_err)?;
+        let path = dir.path().join("objects.git");
+        gix::init_bare(&path).map_err(|source| RepoError::Init {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some(store) = store {
+            let info = path.join("objects/info");
+            std::fs::create_dir_all(&info).map_err(io_err)?;
+            let target = std::path::absolute(store.objects_dir()).map_err(io_err)?;
+            let mut line = target.into_os_string().into_encoded_bytes();
+            line.push(b'\n');
+            std::fs::write(info.join("alternates"), line).map_err(io_err)?;
+        }
+        let repo = open(&path)?;
+        Ok(Self { _dir: dir, repo })
+    }
+
+    /// Whether the quarantine or the store behind it has `oid`.
+    pub fn has_object(&self, oid: ObjectId) -> bool {
+        self.repo.has_object(oid)
+    }
+
+    /// Indexes the pack read from `pack` (which must end exactly at the pack trailer) into the
+    /// quarantine, completing thin packs from the trusted store.
+    pub fn index_pack(&mut self, pack: &mut dyn BufRead) -> Result<(), RepoError> {
+        let pack_dir = self.repo.git_dir().join("objects/pack");
+        let interrupt = AtomicBool::new(false);
+        gix_pack::Bundle::write_to_directory(
+            pack,
+            Some(&pack_dir),
+            &mut gix::progress::Discard,
+            &interrupt,
+            Some(self.repo.objects.clone()),
+            self.repo.object_hash(),
+            gix_pack::bundle::write::Options::default(),
+        )
+        .map_err(|e| RepoError::IndexPack {
+            message: format!("{e:#}"),
+        })?;
+        // A fresh handle sees the new pack without relying on the odb's refresh policy.
+        self.repo = open(self.repo.git_dir())?;
+        Ok(())
+    }
+
+    /// Checks that `oid` exists and is a commit.
+    pub fn check_tip(&self, oid: ObjectId, name: &str) -> Result<(), RepoError> {
+        let header = self
+            .repo
+            .find_header(oid)
+            .map_err(|_| RepoError::MissingTip {
+                oid,
+                name: name.to_owned(),
+            })?;
+        if header.kind() != gix::objs::Kind::Commit {
+            return Err(RepoError::NotACommit {
+                oid,
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The signature, payload and committer time of commit `oid`.
+    pub fn commit_info(&self, oid: ObjectId) -> Result<CommitInfo, RepoError> {
+        let err = |e: gix::Error| RepoError::ReadCommit {
+            oid,
+            message: format!("{e:#}"),
+        };
+        let commit = self.repo.find_commit(oid).map_err(err)?;
+        let signature = commit
+            .signature()
+            .map_err(err)?
+            .map(|(sig, signed)| (sig.to_vec(), signed.to_bstring().to_vec()));
+        let committer_time = commit.time().map_err(err)?.seconds;
+        let summary = commit
+            .message()
+            .map(|m| m.summary().to_string())
+            .unwrap_or_default();
+        Ok(CommitInfo {
+            signature,
+            committer_time: u64::try_from(committer_time).unwrap_or(0),
+            summary,
+        })
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` (or equal to it).
+    pub fn is_ancestor(&self, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, RepoError> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        if !self.repo.has_object(ancestor) {
+            return Ok(false);
+        }
+        let walk_err = |e: gix::Error| RepoError::Walk {
+            oid: descendant,
+            message: format!("{e:#}"),
+        };
+        for info in self.repo.rev_walk([descendant]).all().map_err(walk_err)? {
+            if info.map_err(walk_err)?.id == ancestor {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Moves the indexed pack into `store` (pack first, index last, both synced), so its
+    /// objects become part of the trusted store.
+    pub fn promote(self, store: &ObjectStore) -> Result<(), RepoError> {
+        let from = self.repo.git_dir().join("objects/pack");
+        let to = store.objects_dir().join("pack");
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RepoError::Promote { path, source }
+        };
+        std::fs::create_dir_all(&to).map_err(err(&to))?;
+        let mut packs: Vec<PathBuf> = std::fs::read_dir(&from)
+            .map_err(err(&from))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .collect();
+        packs.sort();
+        for pack in packs {
+            for ext in ["pack", "idx"] {
+                let src = pack.with_extension(ext);
+                let dst = to.join(src.file_name().unwrap_or_default());
+                if dst.exists() {
+                    continue;
+                }
+                File::open(&src)
+                    .and_then(|f| f.sync_all())
+                    .map_err(err(&src))?;
+                std::fs::rename(&src, &dst).map_err(err(&dst))?;
+            }
+        }
+        File::open(&to).and_then(|d| d.sync_all()).map_err(err(&to))
+    }
+}

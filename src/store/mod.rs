@@ -1,0 +1,680 @@
+//! `state_dir/outpost.db`: the cached bundles, judged commits, the audit trail and the
+//! high-water mark (newest trusted commit and time floor), mirrored in [`floor`].
+//!
+//! SQLite in WAL mode with `synchronous=FULL`; the schema is versioned with
+//! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
+//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory.
+
+pub mod floor;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations, SchemaVersion};
+
+const DB_FILE: &str = "outpost.db";
+const CHUNK: usize = 4 << 20;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MIGRATIONS: &[M] = &[M::up(
+    "CREATE TABLE bundles (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT,
+        size INTEGER,
+        signature TEXT,
+        signer TEXT,
+        fingerprint TEXT,
+        source TEXT NOT NULL,
+        received INTEGER NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'replay', 'rejected')),
+        reason TEXT,
+        tip TEXT
+    );
+    CREATE INDEX bundles_sha256 ON bundles(sha256);
+    CREATE TABLE bundle_chunks (
+        bundle_id INTEGER NOT NULL REFERENCES bundles(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (bundle_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE commits (
+        oid TEXT PRIMARY KEY,
+        signer TEXT,
+        fingerprint TEXT,
+        committed INTEGER,
+        verdict TEXT NOT NULL,
+        reason TEXT,
+        seen INTEGER NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE TABLE high_water (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        commit_oid TEXT NOT NULL,
+        floor INTEGER NOT NULL,
+        signer TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        accepted_at INTEGER NOT NULL
+    );",
+)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer outpost (schema {found}, this binary knows up to {supported}); upgrade outpost"
+    )]
+    Newer {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error(
+        "database {path} is older than this outpost (schema {found} of {supported}); run a command that changes state, such as `outpost import`, to upgrade it"
+    )]
+    Older {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error("cannot migrate database {path}")]
+    Migrate {
+        path: PathBuf,
+        source: rusqlite_migration::Error,
+    },
+    #[error(
+        "database {path} failed its integrity check: {detail}; move it aside and restart (the floor file keeps rollback protection)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database query failed")]
+    Query(#[from] rusqlite::Error),
+    #[error("cannot read staged bundle {path}")]
+    ReadStaged {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}")]
+    ReadFloor {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is corrupt (checksum mismatch); restore it from a backup, or remove it only if you know the host's trusted commit"
+    )]
+    CorruptFloor { path: PathBuf },
+    #[error("cannot write {path}")]
+    WriteFloor {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The newest trusted commit and the time floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HighWater {
+    pub commit: String,
+    /// Newest accepted committer time, Unix seconds; never decreases.
+    pub floor: u64,
+    pub signer: String,
+    pub fingerprint: String,
+    /// Wall-clock time of acceptance, Unix seconds (display only).
+    pub accepted_at: u64,
+}
+
+/// What is known of a bundle file when its verdict is recorded.
+#[derive(Debug, Clone, Default)]
+pub struct BundleRecord {
+    pub source: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub signature: Option<String>,
+    pub signer: Option<String>,
+    pub fingerprint: Option<String>,
+    pub tip: Option<String>,
+}
+
+/// A cached bundle as `status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CachedBundle {
+    pub sha256: String,
+    pub size: u64,
+    pub source: String,
+    pub received: u64,
+    pub verdict: String,
+    pub signer: Option<String>,
+    pub tip: Option<String>,
+}
+
+/// A refused bundle as `status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rejection {
+    pub source: String,
+    pub sha256: Option<String>,
+    pub reason: String,
+    pub at: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+/// Seconds since the Unix epoch by the wall clock: for display and the audit trail only.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating) the database for writing: migrations, integrity check, and the
+    /// high-water mark reconciled with its mirror.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        quick_check(&conn, &path)?;
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        check_version(&migrations, &conn, &path, true)?;
+        migrations
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Self {
+            conn,
+            dir: state_dir.to_owned(),
+        };
+        store.reconcile_mirror()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database without writing anything; `None` when there is none yet.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        check_version(&Migrations::from_slice(MIGRATIONS), &conn, &path, false)?;
+        Ok(Some(Self {
+            conn,
+            dir: state_dir.to_owned(),
+        }))
+    }
+
+    /// The high-water mark: the database's, or its mirror's when that one is ahead.
+    pub fn high_water(&self) -> Result<Option<HighWater>, StoreError> {
+        let db = self.db_high_water()?;
+        let mirror = floor::read(&self.dir)?;
+        Ok(newest(db, mirror))
+    }
+
+    fn db_high_water(&self) -> Result<Option<HighWater>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT commit_oid, floor, signer, fingerprint, accepted_at FROM high_water WHERE id = 1",
+                [],
+                |r| {
+                    Ok(HighWater {
+                        commit: r.get(0)?,
+                        floor: to_u64(r.get(1)?),
+                        signer: r.get(2)?,
+                        fingerprint: r.get(3)?,
+                        accepted_at: to_u64(r.get(4)?),
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Repairs whichever of database and mirror is behind (a crash between the two writes, or
+    /// a lost database).
+    fn reconcile_mirror(&self) -> Result<(), StoreError> {
+        let db = self.db_high_water()?;
+        let mirror = floor::read(&self.dir)?;
+        match (&db, &mirror) {
+            (Some(d), Some(m)) if m.floor > d.floor => self.adopt_mirror(m),
+            (None, Some(m)) => self.adopt_mirror(m),
+            (Some(d), m)
+                if m.as_ref()
+                    .is_none_or(|m| m.commit != d.commit || m.floor != d.floor) =>
+            {
+                floor::write(&self.dir, d)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn adopt_mirror(&self, mark: &HighWater) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        set_high_water(&tx, mark)?;
+        event(
+            &tx,
+            "high-water-restored",
+            Some(&mark.commit),
+            &format!(
+                "high-water mark restored from {}",
+                floor::path(&self.dir).display()
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An earlier accepted or replayed bundle with these exact bytes, as its verdict.
+    pub fn known_bundle(&self, sha256: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT verdict FROM bundles WHERE sha256 = ?1 AND verdict IN ('accepted', 'replay')
+                 ORDER BY id LIMIT 1",
+                [sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records a refused bundle and, when its tip was judged, the refused commit.
+    pub fn record_rejected(
+        &self,
+        bundle: &BundleRecord,
+        reason: &str,
+        commit: Option<&CommitRecord>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        insert_bundle(&tx, bundle, "rejected", Some(reason))?;
+        if let Some(c) = commit {
+            upsert_commit(&tx, c, "rejected", Some(reason))?;
+        }
+        event(
+            &tx,
+            "bundle-rejected",
+            bundle.sha256.as_deref(),
+            &format!("{}: {reason}", bundle.source),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a bundle whose tip is the trusted commit or one of its ancestors.
+    pub fn record_replay(&self, bundle: &BundleRecord, message: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        insert_bundle(&tx, bundle, "replay", Some(message))?;
+        event(
+            &tx,
+            "bundle-replay",
+            bundle.sha256.as_deref(),
+            &format!("{}: {message}", bundle.source),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records an accepted bundle with its bytes, its tip commit and the new high-water mark in
+    /// one transaction, then rewrites the mirror.
+    pub fn record_accepted(
+        &self,
+        bundle: &BundleRecord,
+        staged: &Path,
+        commit: &CommitRecord,
+        mark: &HighWater,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let id = insert_bundle(&tx, bundle, "accepted", None)?;
+        store_bytes(&tx, id, staged)?;
+        upsert_commit(&tx, commit, "trusted", None)?;
+        set_high_water(&tx, mark)?;
+        event(
+            &tx,
+            "bundle-accepted",
+            bundle.sha256.as_deref(),
+            &format!("{}: {message}", bundle.source),
+        )?;
+        tx.commit()?;
+        floor::write(&self.dir, mark)
+    }
+
+    /// Bundles whose bytes are cached, newest first.
+    pub fn cached_bundles(&self) -> Result<Vec<CachedBundle>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sha256, size, source, received, verdict, signer, tip FROM bundles
+             WHERE verdict = 'accepted' ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CachedBundle {
+                sha256: r.get(0)?,
+                size: to_u64(r.get(1)?),
+                source: r.get(2)?,
+                received: to_u64(r.get(3)?),
+                verdict: r.get(4)?,
+                signer: r.get(5)?,
+                tip: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest `limit` refusals, newest first.
+    pub fn rejections(&self, limit: usize) -> Result<Vec<Rejection>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT source, sha256, reason, received FROM bundles
+             WHERE verdict = 'rejected' ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([to_i64(limit as u64)], |r| {
+            Ok(Rejection {
+                source: r.get(0)?,
+                sha256: r.get(1)?,
+                reason: r.get(2)?,
+                at: to_u64(r.get(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The committer time recorded for a judged commit.
+    pub fn commit_time(&self, oid: &str) -> Result<Option<u64>, StoreError> {
+        let t: Option<Option<i64>> = self
+            .conn
+            .query_row("SELECT committed FROM commits WHERE oid = ?1", [oid], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(t.flatten().map(to_u64))
+    }
+
+    /// The bytes of a cached bundle, concatenated (tests and export).
+    pub fn bundle_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.data FROM bundle_chunks c JOIN bundles b ON b.id = c.bundle_id
+             WHERE b.sha256 = ?1 AND b.verdict = 'accepted' ORDER BY c.seq",
+        )?;
+        let mut rows = stmt.query([sha256])?;
+        let mut out: Option<Vec<u8>> = None;
+        while let Some(row) = rows.next()? {
+            out.get_or_insert_with(Vec::new)
+                .extend_from_slice(&row.get::<_, Vec<u8>>(0)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A judged tip commit.
+#[derive(Debug, Clone)]
+pub struct CommitRecord {
+    pub oid: String,
+    pub signer: Option<String>,
+    pub fingerprint: Option<String>,
+    pub committed: Option<u64>,
+}
+
+fn newest(db: Option<HighWater>, mirror: Option<HighWater>) -> Option<HighWater> {
+    match (db, mirror) {
+        (Some(d), Some(m)) if m.floor > d.floor => Some(m),
+        (Some(d), _) => Some(d),
+        (None, m) => m,
+    }
+}
+
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let detail: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    if detail == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        })
+    }
+}
+
+fn check_version(
+    migrations: &Migrations,
+    conn: &Connection,
+    path: &Path,
+    may_upgrade: bool,
+) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len();
+    let found: usize = match migrations.current_version(conn) {
+        Ok(SchemaVersion::Outside(n)) => {
+            return Err(StoreError::Newer {
+                path: path.to_owned(),
+                found: n.get(),
+                supported,
+            });
+        }
+        Ok(v) => (&v).into(),
+        Err(source) => {
+            return Err(StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if found < supported && !may_upgrade {
+        return Err(StoreError::Older {
+            path: path.to_owned(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+fn insert_bundle(
+    conn: &Connection,
+    b: &BundleRecord,
+    verdict: &str,
+    reason: Option<&str>,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO bundles (sha256, size, signature, signer, fingerprint, source, received, verdict, reason, tip)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            b.sha256,
+            b.size.map(to_i64),
+            b.signature,
+            b.signer,
+            b.fingerprint,
+            b.source,
+            to_i64(now()),
+            verdict,
+            reason,
+            b.tip
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn store_bytes(conn: &Connection, id: i64, staged: &Path) -> Result<(), StoreError> {
+    let read_err = |source| StoreError::ReadStaged {
+        path: staged.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(staged).map_err(read_err)?;
+    let mut stmt =
+        conn.prepare("INSERT INTO bundle_chunks (bundle_id, seq, data) VALUES (?1, ?2, ?3)")?;
+    let mut buf = vec![0u8; CHUNK];
+    for seq in 0i64.. {
+        let n = read_full(&mut file, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        stmt.execute(params![id, seq, &buf[..n]])?;
+    }
+    Ok(())
+}
+
+/// Fills `buf` as far as the reader allows; fewer bytes only at the end.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn upsert_commit(
+    conn: &Connection,
+    c: &CommitRecord,
+    verdict: &str,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO commits (oid, signer, fingerprint, committed, verdict, reason, seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(oid) DO UPDATE SET signer = ?2, fingerprint = ?3, committed = ?4,
+             verdict = ?5, reason = ?6, seen = ?7",
+        params![
+            c.oid,
+            c.signer,
+            c.fingerprint,
+            c.committed.map(to_i64),
+            verdict,
+            reason,
+            to_i64(now())
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_high_water(conn: &Connection, m: &HighWater) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO high_water (id, commit_oid, floor, signer, fingerprint, accepted_at)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(id) DO UPDATE SET commit_oid = ?1, floor = ?2, signer = ?3, fingerprint = ?4,
+             accepted_at = ?5",
+        params![
+            m.commit,
+            to_i64(m.floor),
+            m.signer,
+            m.fingerprint,
+            to_i64(m.accepted_at)
+        ],
+    )?;
+    Ok(())
+}
+
+fn event(
+    conn: &Connection,
+    kind: &str,
+    subject: Option<&str>,
+    message: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, kind, subject, message) VALUES (?1, ?2, ?3, ?4)",
+        params![to_i64(now()), kind, subject, message],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(commit: char, floor: u64) -> HighWater {
+        HighWater {
+            commit: commit.to_string().repeat(40),
+            floor,
+            signer: "fleet@example.com".into(),
+            fingerprint: "SHA256:x".into(),
+            accepted_at: 1,
+        }
+    }
+
+    #[test]
+    fn newer_schema_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        drop(Store::open(dir.path())?);
+        Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
+        let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 1)"),
+            "{msg}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn lost_database_keeps_the_mirrored_mark() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        floor::write(dir.path(), &mark('a', 100))?;
+        let store = Store::open(dir.path())?;
+        assert_eq!(
+            store.db_high_water()?.map(|m| m.commit),
+            Some("a".repeat(40))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_mirror_behind_the_database_is_rewritten() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let store = Store::open(dir.path())?;
+            set_high_water(&store.conn, &mark('b', 200))?;
+        }
+        floor::write(dir.path(), &mark('a', 100))?;
+        drop(Store::open(dir.path())?);
+        assert_eq!(floor::read(dir.path())?.map(|m| m.floor), Some(200));
+        Ok(())
+    }
+}
