@@ -74,6 +74,22 @@ fn open(path: &Path) -> Result<gix::Repository, RepoError> {
     })
 }
 
+/// The most specific cause of a gix error, in its own words.
+fn message(e: &gix::Error) -> String {
+    e.probable_cause().to_string()
+}
+
+/// A bare repository without the sample hooks and description a work repository gets.
+fn init(path: &Path) -> Result<(), RepoError> {
+    gix::init_bare(path).map_err(|source| RepoError::Init {
+        path: path.to_owned(),
+        source,
+    })?;
+    let _ = std::fs::remove_dir_all(path.join("hooks"));
+    let _ = std::fs::remove_file(path.join("description"));
+    Ok(())
+}
+
 impl ObjectStore {
     /// Opens the object store, creating it on first use.
     pub fn open_or_init(state_dir: &Path) -> Result<Self, RepoError> {
@@ -81,10 +97,7 @@ impl ObjectStore {
         if path.join("HEAD").exists() {
             return Ok(Self { repo: open(&path)? });
         }
-        gix::init_bare(&path).map_err(|source| RepoError::Init {
-            path: path.clone(),
-            source,
-        })?;
+        init(&path)?;
         Ok(Self { repo: open(&path)? })
     }
 
@@ -156,10 +169,7 @@ impl Quarantine {
             .tempdir_in(parent)
             .map_err(io_err)?;
         let path = dir.path().join("objects.git");
-        gix::init_bare(&path).map_err(|source| RepoError::Init {
-            path: path.clone(),
-            source,
-        })?;
+        init(&path)?;
         if let Some(store) = store {
             let info = path.join("objects/info");
             std::fs::create_dir_all(&info).map_err(io_err)?;
@@ -192,7 +202,7 @@ impl Quarantine {
             gix_pack::bundle::write::Options::default(),
         )
         .map_err(|e| RepoError::IndexPack {
-            message: format!("{e:#}"),
+            message: message(&e),
         })?;
         // A fresh handle sees the new pack without relying on the odb's refresh policy.
         self.repo = open(self.repo.git_dir())?;
@@ -221,7 +231,7 @@ impl Quarantine {
     pub fn commit_info(&self, oid: ObjectId) -> Result<CommitInfo, RepoError> {
         let err = |e: gix::Error| RepoError::ReadCommit {
             oid,
-            message: format!("{e:#}"),
+            message: message(&e),
         };
         let commit = self.repo.find_commit(oid).map_err(err)?;
         let signature = commit
@@ -250,7 +260,7 @@ impl Quarantine {
         }
         let walk_err = |e: gix::Error| RepoError::Walk {
             oid: descendant,
-            message: format!("{e:#}"),
+            message: message(&e),
         };
         for info in self.repo.rev_walk([descendant]).all().map_err(walk_err)? {
             if info.map_err(walk_err)?.id == ancestor {

@@ -247,6 +247,11 @@ pub fn import(
         }
         pending = waiting;
     }
+    drop(ctx);
+    std::fs::remove_dir_all(&staging).map_err(|source| IntakeError::Staging {
+        path: staging.clone(),
+        source,
+    })?;
     Ok(reports)
 }
 

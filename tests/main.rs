@@ -1,0 +1,8 @@
+//! One integration-test binary: the real `outpost` binary against real git repositories, real
+//! ssh-keygen signatures and real SQLite files in temp dirs.
+
+mod support;
+
+mod bad_input;
+mod import;
+mod state;

@@ -1,0 +1,264 @@
+//! The test fleet: a temp dir with a real signing key (ssh-keygen), a real publisher repository
+//! (git), real bundles and signatures, a config whose host root and state dir are local
+//! directories, and the outpost binary run against it.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    /// Unix seconds of the next commit; every commit is one hour later than the last.
+    clock: std::cell::Cell<u64>,
+}
+
+/// What a finished `outpost` run printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+pub fn keygen(path: &Path) -> Result {
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path))?;
+    Ok(())
+}
+
+impl Fleet {
+    /// A fleet with key `fleet` trusted for both namespaces and an empty publisher repository.
+    pub fn new() -> Result<Self> {
+        let fleet = Fleet {
+            dir: tempfile::tempdir()?,
+            clock: std::cell::Cell::new(1_790_000_000),
+        };
+        keygen(&fleet.key("fleet"))?;
+        fleet.write_allowed_signers(&[(
+            "fleet@example.com",
+            "fleet",
+            "namespaces=\"git,outpost-bundle\"",
+        )])?;
+        fleet.write_config("")?;
+        run(Command::new("git")
+            .args(["init", "-q", "-b", "main"])
+            .arg(fleet.repo()))?;
+        Ok(fleet)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.path(&format!("{name}.key"))
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path("state")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    /// Writes config.toml: the base settings plus `extra` TOML appended verbatim.
+    pub fn write_config(&self, extra: &str) -> Result {
+        let text = format!(
+            "[host]\nname = \"test-host\"\nroot = \"host\"\n\n[state]\ndir = \"state\"\n\n[trust]\nallowed_signers = \"allowed_signers\"\n{extra}"
+        );
+        std::fs::write(self.config(), text)?;
+        Ok(())
+    }
+
+    /// Writes allowed_signers from `(principal, key name, options)`.
+    pub fn write_allowed_signers(&self, lines: &[(&str, &str, &str)]) -> Result {
+        let mut text = String::from("# fleet signers\n");
+        for (principal, key, options) in lines {
+            let public = std::fs::read_to_string(self.key(key).with_extension("key.pub"))?;
+            text.push_str(&format!("{principal} {options} {}\n", public.trim()));
+        }
+        std::fs::write(self.path("allowed_signers"), text)?;
+        Ok(())
+    }
+
+    fn git(&self) -> Command {
+        let mut cmd = Command::new("git");
+        let date = format!("@{} +0000", self.clock.get());
+        cmd.current_dir(self.repo())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Fleet")
+            .env("GIT_AUTHOR_EMAIL", "fleet@example.com")
+            .env("GIT_COMMITTER_NAME", "Fleet")
+            .env("GIT_COMMITTER_EMAIL", "fleet@example.com")
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date);
+        cmd
+    }
+
+    /// Commits `content` to `file`, signed by key `signer` (`None`: unsigned); returns the oid.
+    pub fn commit_as(&self, file: &str, content: &str, signer: Option<&str>) -> Result<String> {
+        let path = self.repo().join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+        run(self.git().args(["add", "-A"]))?;
+        let mut cmd = self.git();
+        if let Some(key) = signer {
+            cmd.args(["-c", "gpg.format=ssh", "-c"])
+                .arg(format!("user.signingkey={}", self.key(key).display()));
+            cmd.args(["commit", "-q", "-S", "-m"]);
+        } else {
+            cmd.args(["commit", "-q", "-m"]);
+        }
+        run(cmd.arg(format!("update {file}")))?;
+        self.clock.set(self.clock.get() + 3600);
+        run(self.git().args(["rev-parse", "HEAD"]))
+    }
+
+    /// A commit signed by the fleet key.
+    pub fn commit(&self, file: &str, content: &str) -> Result<String> {
+        self.commit_as(file, content, Some("fleet"))
+    }
+
+    pub fn git_run(&self, args: &[&str]) -> Result<String> {
+        run(self.git().args(args))
+    }
+
+    /// `git bundle create <name> <revs...>` without a signature.
+    pub fn bundle_unsigned(&self, name: &str, revs: &[&str]) -> Result<PathBuf> {
+        let path = self.path(name);
+        run(self
+            .git()
+            .args(["bundle", "create", "-q"])
+            .arg(&path)
+            .args(revs))?;
+        Ok(path)
+    }
+
+    /// A bundle signed by the fleet key in the `outpost-bundle` namespace.
+    pub fn bundle(&self, name: &str, revs: &[&str]) -> Result<PathBuf> {
+        let path = self.bundle_unsigned(name, revs)?;
+        self.sign(&path, "fleet", "outpost-bundle")?;
+        Ok(path)
+    }
+
+    /// `ssh-keygen -Y sign`, replacing an existing `.sig`.
+    pub fn sign(&self, file: &Path, key: &str, namespace: &str) -> Result {
+        let sig = PathBuf::from(format!("{}.sig", file.display()));
+        let _ = std::fs::remove_file(&sig);
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", namespace, "-f"])
+            .arg(self.key(key))
+            .arg(file))?;
+        Ok(())
+    }
+
+    /// Writes `bytes` as bundle `name` and signs it with the fleet key.
+    pub fn signed_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let path = self.path(name);
+        std::fs::write(&path, bytes)?;
+        self.sign(&path, "fleet", "outpost-bundle")?;
+        Ok(path)
+    }
+
+    /// Runs outpost with this fleet's config.
+    pub fn outpost(&self, args: &[&str]) -> Result<Run> {
+        Ok(self.command(args).output()?.into())
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("OUTPOST_CONFIG");
+        cmd
+    }
+
+    /// Runs outpost on paths.
+    pub fn outpost_paths(&self, cmd: &str, paths: &[&Path]) -> Result<Run> {
+        Ok(self.command(&[cmd]).args(paths).output()?.into())
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let run = self.outpost(&["status", "--json"])?;
+        assert_eq!(run.code, 0, "status failed: {}", run.stderr);
+        Ok(serde_json::from_str(&run.stdout)?)
+    }
+
+    /// The trusted commit per `status --json`.
+    pub fn trusted(&self) -> Result<Option<String>> {
+        Ok(self.status()?["trusted"]["commit"]
+            .as_str()
+            .map(str::to_owned))
+    }
+
+    /// Every file under `dir` with a digest of its content. SQLite's shared-memory index
+    /// (`outpost.db-shm`) and an empty write-ahead log are left out: a read-only reader of a WAL
+    /// database creates them as lock bookkeeping, they hold no state.
+    pub fn snapshot(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
+        let mut out = BTreeMap::new();
+        if !dir.exists() {
+            return Ok(out);
+        }
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                let meta = std::fs::symlink_metadata(&path)?;
+                if meta.is_dir() {
+                    stack.push(path.clone());
+                    out.insert(path.strip_prefix(dir)?.to_owned(), "dir".into());
+                } else if !is_sqlite_bookkeeping(&path, &meta) {
+                    let digest = hex::encode(Sha256::digest(std::fs::read(&path)?));
+                    out.insert(path.strip_prefix(dir)?.to_owned(), digest);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The object store's files: what a refused bundle must leave untouched.
+    pub fn objects_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
+        Self::snapshot(&self.state().join("objects"))
+    }
+}
+
+fn is_sqlite_bookkeeping(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name == "outpost.db-shm" || (name == "outpost.db-wal" && meta.len() == 0)
+}
