@@ -147,9 +147,9 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 let text = serde_json::to_string_pretty(&status)
                     .context("cannot encode status")
                     .map_err(Failure::Failed)?;
-                println!("{text}");
+                say(&format!("{text}\n"));
             } else {
-                print!("{status}");
+                say(&status.to_string());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -161,11 +161,22 @@ fn print_report(report: &intake::Report, json: bool) -> Result<(), Failure> {
         let line = serde_json::to_string(report)
             .context("cannot encode report")
             .map_err(Failure::Failed)?;
-        println!("{line}");
+        say(&format!("{line}\n"));
     } else {
-        println!("{report}");
+        say(&format!("{report}\n"));
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`outpost status | head`) is not an error.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("outpost: error: cannot write to stdout: {e}");
+    }
 }
 
 fn exit_for(refused: bool) -> ExitCode {

@@ -165,11 +165,14 @@ impl Default for ApplyConfig {
 impl Config {
     /// Reads and validates the config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        Self::parse(&text, path)
+        };
+        // Absolute, so relative paths in it and every message name real places.
+        let path = std::path::absolute(path).map_err(read_err)?;
+        let text = std::fs::read_to_string(&path).map_err(read_err)?;
+        Self::parse(&text, &path)
     }
 
     /// Parses config text; `path` names the file in errors and anchors relative paths.

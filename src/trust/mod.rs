@@ -38,6 +38,11 @@ pub const COMMIT_NAMESPACE: &str = "git";
 pub enum TrustError {
     #[error("cannot read allowed signers file {}", path.display())]
     ReadAllowedSigners { path: PathBuf, source: io::Error },
+    #[error(
+        "{} lists no signers, so nothing could ever be trusted; add the fleet's key as `principal ssh-ed25519 AAAA...`",
+        path.display()
+    )]
+    NoSigners { path: PathBuf },
     #[error("{}:{line}: {reason}", path.display())]
     ParseAllowedSigners {
         path: PathBuf,
@@ -172,6 +177,11 @@ impl TrustPolicy {
                     });
                 }
             }
+        }
+        if allowed.is_empty() {
+            return Err(TrustError::NoSigners {
+                path: origin.to_owned(),
+            });
         }
         let revoked = match revoked_keys {
             Some((text, path)) => parse_revoked_keys(text, path)?,

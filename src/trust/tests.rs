@@ -271,7 +271,8 @@ fn valid_after_is_judged_against_the_floor() -> TestResult {
 
 #[test]
 fn garbage_is_not_a_signature() -> TestResult {
-    let trust = policy("")?;
+    let alice = keygen()?;
+    let trust = policy(&format!("alice@x {}\n", alice.public))?;
     let result = verify_bundle(&trust, b"-----BEGIN PGP SIGNATURE-----\nxx\n", 0);
     assert!(
         matches!(result, Err(TrustError::ParseSignature { .. })),
@@ -293,7 +294,8 @@ fn parse_errors_name_file_and_line() -> TestResult {
     let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDk8J55sOBuVBNQ";
     let revoked = format!("{}\n\n{rsa}\n", alice.public);
     let revoked_path = Path::new("/etc/outpost/revoked_keys");
-    let error = TrustPolicy::parse("", Path::new(ORIGIN), Some((&revoked, revoked_path)))
+    let allowed = format!("alice@x {}\n", alice.public);
+    let error = TrustPolicy::parse(&allowed, Path::new(ORIGIN), Some((&revoked, revoked_path)))
         .err()
         .ok_or("accepted")?;
     assert_eq!(
@@ -418,4 +420,16 @@ fn commit_signature_is_not_a_bundle_signature() -> TestResult {
         "{result:?}"
     );
     Ok(())
+}
+
+#[test]
+fn allowed_signers_without_a_key_is_refused() {
+    let error = policy("# nobody yet\n\n").err().map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some(
+            "/etc/outpost/allowed_signers lists no signers, so nothing could ever be trusted; add \
+             the fleet's key as `principal ssh-ed25519 AAAA...`"
+        )
+    );
 }
