@@ -292,6 +292,36 @@ mod tests {
         Ok(())
     }
 
+    /// config.example.toml documents every key with its default: parsed as it is, it must
+    /// equal the defaults, and with its commented examples switched on it must still parse.
+    #[test]
+    fn example_config_shows_the_defaults() -> Result<(), ConfigError> {
+        let text = include_str!("../config.example.toml");
+        let path = Path::new("/etc/outpost/config.toml");
+        let mut example = Config::parse(text, path)?;
+        let defaults = parse("[trust]\nallowed_signers = \"/etc/outpost/allowed_signers\"\n")?;
+        // The spool's default is derived from the state dir; the example spells it out.
+        assert_eq!(example.spool_dir(), defaults.spool_dir());
+        example.source.spool = None;
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replacen("labels = {}\n", "", 1);
+        let c = Config::parse(&uncommented, path)?;
+        assert_eq!(c.host_name(), "edge-7");
+        assert_eq!(c.host.labels.get("role").map(String::as_str), Some("camera"));
+        assert_eq!(c.trust.revoked_keys, Some(PathBuf::from("/etc/outpost/revoked_keys")));
+        assert_eq!(c.source.url.as_deref(), Some("https://git.example.com/fleet.git"));
+        Ok(())
+    }
+
     #[test]
     fn relative_paths_are_anchored_at_the_config_directory() -> Result<(), ConfigError> {
         let c = parse(
