@@ -308,7 +308,13 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
                 _ => l,
             })
             .map(|l| format!("{l}\n"))
@@ -316,9 +322,18 @@ mod tests {
             .replacen("labels = {}\n", "", 1);
         let c = Config::parse(&uncommented, path)?;
         assert_eq!(c.host_name(), "edge-7");
-        assert_eq!(c.host.labels.get("role").map(String::as_str), Some("camera"));
-        assert_eq!(c.trust.revoked_keys, Some(PathBuf::from("/etc/outpost/revoked_keys")));
-        assert_eq!(c.source.url.as_deref(), Some("https://git.example.com/fleet.git"));
+        assert_eq!(
+            c.host.labels.get("role").map(String::as_str),
+            Some("camera")
+        );
+        assert_eq!(
+            c.trust.revoked_keys,
+            Some(PathBuf::from("/etc/outpost/revoked_keys"))
+        );
+        assert_eq!(
+            c.source.url.as_deref(),
+            Some("https://git.example.com/fleet.git")
+        );
         Ok(())
     }
 

@@ -21,6 +21,7 @@
 //!
 //! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.
 //! * [`config`] — `config.toml`: typed, every key defaulted but `trust.allowed_signers`.
+//! * [`host`] — the host root, name and labels: the seam tests point at a temp dir.
 //! * [`trust`] — allowed_signers and revoked keys; verifies SSHSIG signatures of bundle files
 //!   (namespace `outpost-bundle`) and of commits (namespace `git`).
 //! * [`bundle`] — the git bundle header (v2/v3), parsed by hand with bounded lines.
@@ -47,6 +48,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod host;
 pub mod intake;
 pub mod lock;
 pub mod repo;

@@ -58,6 +58,24 @@ pub struct CommitInfo {
     pub summary: String,
 }
 
+/// A commit that passed intake: the high-water mark names it. Read only from the store, so
+/// nothing unverified reaches the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedCommit {
+    oid: ObjectId,
+}
+
+impl TrustedCommit {
+    /// Only intake's record of the high-water mark vouches for a commit.
+    pub(crate) fn vouched(oid: ObjectId) -> Self {
+        Self { oid }
+    }
+
+    pub fn id(&self) -> ObjectId {
+        self.oid
+    }
+}
+
 /// The bare object store under `state_dir/objects`.
 pub struct ObjectStore {
     repo: gix::Repository,
@@ -108,6 +126,11 @@ impl ObjectStore {
             return Ok(None);
         }
         Ok(Some(Self { repo: open(&path)? }))
+    }
+
+    /// The repository, for reading trusted commits' trees and blobs.
+    pub fn repo(&self) -> &gix::Repository {
+        &self.repo
     }
 
     fn objects_dir(&self) -> PathBuf {

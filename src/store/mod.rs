@@ -255,6 +255,14 @@ impl Store {
         Ok(newest(db, mirror))
     }
 
+    /// The trusted commit, for the stages after intake (manifest, plan, apply).
+    pub fn trusted_commit(&self) -> Result<Option<crate::repo::TrustedCommit>, StoreError> {
+        Ok(self
+            .high_water()?
+            .and_then(|m| gix::ObjectId::from_hex(m.commit.as_bytes()).ok())
+            .map(crate::repo::TrustedCommit::vouched))
+    }
+
     fn db_high_water(&self) -> Result<Option<HighWater>, StoreError> {
         let row = self
             .conn
