@@ -35,6 +35,10 @@ pub enum RepoError {
     ReadCommit { oid: ObjectId, message: String },
     #[error("cannot walk the history of {oid}: {message}")]
     Walk { oid: ObjectId, message: String },
+    #[error(
+        "the bundle is incomplete: {missing} (reachable from {tip}) is neither in the bundle nor on this host"
+    )]
+    Incomplete { tip: ObjectId, missing: ObjectId },
     #[error("cannot move pack {path} into the object store")]
     Promote {
         path: PathBuf,
@@ -291,6 +295,47 @@ impl Quarantine {
             }
         }
         Ok(false)
+    }
+
+    /// Checks that every object reachable from `tip` is present, like git's connectivity check
+    /// after a fetch. Commits and trees already in `store` are not descended into: what the
+    /// store holds was checked when it arrived.
+    pub fn check_connected(
+        &mut self,
+        tip: ObjectId,
+        store: Option<&ObjectStore>,
+    ) -> Result<(), RepoError> {
+        self.repo.object_cache_size_if_unset(64 << 20);
+        let trusted = |oid: &ObjectId| store.is_some_and(|s| s.repo.has_object(*oid));
+        let missing = |missing| RepoError::Incomplete { tip, missing };
+        let hash = self.repo.object_hash();
+        let mut seen = gix::hashtable::HashSet::default();
+        let mut commits = vec![tip];
+        let mut trees = Vec::new();
+        while let Some(oid) = commits.pop() {
+            if !seen.insert(oid) || trusted(&oid) {
+                continue;
+            }
+            let commit = self.repo.find_commit(oid).map_err(|_| missing(oid))?;
+            trees.push(commit.tree_id().map_err(|_| missing(oid))?.detach());
+            commits.extend(commit.parent_ids().map(gix::Id::detach));
+        }
+        while let Some(oid) = trees.pop() {
+            if !seen.insert(oid) || trusted(&oid) {
+                continue;
+            }
+            let tree = self.repo.find_object(oid).map_err(|_| missing(oid))?;
+            for entry in gix::objs::TreeRefIter::from_bytes(&tree.data, hash) {
+                let entry = entry.map_err(|_| missing(oid))?;
+                let id = entry.oid.to_owned();
+                if entry.mode.is_tree() {
+                    trees.push(id);
+                } else if !entry.mode.is_commit() && !self.repo.has_object(id) {
+                    return Err(missing(id));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves the indexed pack into `store` (pack first, index last, both synced), so its

@@ -483,3 +483,34 @@ fn refusal_of(fleet: &Fleet, path: &Path) -> Result<String> {
         .ok_or_else(|| format!("not refused: {}{}", run.stdout, run.stderr))?
         .to_owned())
 }
+
+#[test]
+fn pack_missing_an_object_the_tip_needs() -> Result {
+    let (fleet, _) = trusting_fleet()?;
+    let tip = fleet.commit("roles/camera.toml", "# camera\n")?;
+    let blob = fleet.git_run(&["rev-parse", "HEAD:roles/camera.toml"])?;
+    // A pack of everything new but that blob, wrapped in a bundle header by hand.
+    let objects = fleet.git_run(&["rev-list", "--objects", "main~1..main"])?;
+    let list: String = objects
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|oid| *oid != blob)
+        .map(|oid| format!("{oid}\n"))
+        .collect();
+    let mut child = std::process::Command::new("git")
+        .current_dir(fleet.repo())
+        .args(["pack-objects", "--stdout", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().ok_or("stdin")?, list.as_bytes())?;
+    let pack = child.wait_with_output()?.stdout;
+    let base = fleet.git_run(&["rev-parse", "main~1"])?;
+    let mut bytes = format!("# v2 git bundle\n-{base}\n{tip} refs/heads/main\n\n").into_bytes();
+    bytes.extend_from_slice(&pack);
+    let path = fleet.signed_file("incomplete.bundle", &bytes)?;
+    let reason = format!(
+        "the bundle is incomplete: {blob} (reachable from {tip}) is neither in the bundle nor on this host"
+    );
+    assert_refused(&fleet, &path, &reason)
+}

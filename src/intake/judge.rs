@@ -189,6 +189,14 @@ fn judge_staged(
             )));
         }
     }
+    if let Err(e) = quarantine.check_connected(tip, ctx.objects) {
+        return Ok(Err((
+            Refusal::Pack {
+                message: e.to_string(),
+            },
+            None,
+        )));
+    }
     let info = quarantine.commit_info(tip)?;
     let mut commit = CommitRecord {
         oid: tip.to_string(),

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Benchmark: importing a large signed bundle with `outpost import` versus `git fetch`.
+#
+#   bench/import.sh [WORKDIR]
+#
+# Builds (once; cached in WORKDIR, keyed on the parameters) a repository of realistic size,
+# with a history made by `git fast-import` from bench/gen-history.py and an SSH-signed tip,
+# bundles it and signs the bundle. Then times, best of RUNS with a fresh destination each time
+# and a warm page cache:
+#   (a) git init --bare dst && git -C dst fetch --quiet site.bundle main:main
+#   (b) outpost --config cfg import site.bundle            (fresh state dir)
+# and prints wall seconds, peak RSS, the ratio outpost/git (goal <= 1.0) and the binary size
+# (goal <= 15 MB).
+#
+# Environment:
+#   COMMITS=5000 FILES=20000   size of the history (~100 MB packed by default);
+#                              COMMITS=200 FILES=1000 for a quick run
+#   RUNS=3                     timed runs of each side; the best is reported
+#   OUTPOST=path               use this binary instead of building target/release/outpost
+#   NO_BUILD=1                 do not run cargo; use target/release/outpost as it is
+#   SKIP_OUTPOST=1             only build the repository and time git
+#   STRICT=1                   exit 1 when a goal is missed
+#
+# WORKDIR defaults to a new `mktemp -d` under /tmp; pass the same one again to reuse the
+# generated repository (generating the default size takes a minute or two).
+set -euo pipefail
+
+COMMITS=${COMMITS:-5000}
+FILES=${FILES:-20000}
+RUNS=${RUNS:-3}
+SKIP_OUTPOST=${SKIP_OUTPOST:-0}
+STRICT=${STRICT:-0}
+CACHE_VERSION=1 # bump when the way the cached repository/bundle is made changes
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+gen="$here/gen-history.py"
+
+die() { echo "import.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+[[ $COMMITS =~ ^[1-9][0-9]*$ ]] || die "COMMITS must be a positive integer (got '$COMMITS')"
+[[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
+for tool in git python3 ssh-keygen awk sha256sum; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
+    die "GNU time is required at /usr/bin/time to measure peak RSS; install it with: apt-get install -y time"
+fi
+
+# Keep the user's and the system's git configuration out of both the build and the timings
+# (fetch.fsckObjects, commit.gpgsign, gc.auto ... would change what is measured).
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export LC_ALL=C
+
+now_ns() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+
+# ---- the binary (first, so a broken build fails before the long generation) ----------------
+outpost=""
+if [[ $SKIP_OUTPOST != 1 ]]; then
+    if [[ -n ${OUTPOST:-} ]]; then
+        outpost=$OUTPOST
+    else
+        outpost="$root/target/release/outpost"
+        if [[ ${NO_BUILD:-0} != 1 ]]; then
+            log "cargo build --release --locked"
+            (cd "$root" && cargo build --release --locked --quiet) ||
+                die "cargo build failed (set SKIP_OUTPOST=1 to time git alone)"
+        fi
+    fi
+    [[ -x $outpost ]] || die "no outpost binary at $outpost (build it, set OUTPOST=..., or SKIP_OUTPOST=1)"
+    outpost=$(cd "$(dirname "$outpost")" && pwd)/$(basename "$outpost")
+fi
+
+# ---- work dir and cached repository ------------------------------------------------------------
+if [[ $# -ge 1 ]]; then
+    mkdir -p "$1"
+    work=$(cd "$1" && pwd)
+else
+    work=$(mktemp -d /tmp/outpost-bench.XXXXXX)
+fi
+key=$( (echo "cache=$CACHE_VERSION commits=$COMMITS files=$FILES"; cat "$gen") | sha256sum | cut -c1-12)
+cache="$work/repo-c$COMMITS-f$FILES-$key"
+bundle="$cache/site.bundle"
+
+build_repo() {
+    rm -rf "$cache"
+    mkdir -p "$cache/keys"
+    local t0 t1 t2 t3
+    t0=$(now_ns)
+    git init -q -b main "$cache/repo"
+    log "generating $COMMITS commits touching $FILES files (python3 | git fast-import)"
+    # Low compression while importing: the repack below recompresses everything anyway.
+    python3 "$gen" "$COMMITS" "$FILES" |
+        git -C "$cache/repo" -c core.compression=1 fast-import --quiet --done
+    t1=$(now_ns)
+    log "fast-import done in $(secs "$t0" "$t1") s; repacking (git repack -adfF, as a publisher's gc would)"
+    git -C "$cache/repo" repack -q -a -d -f -F
+    t2=$(now_ns)
+    log "repack done in $(secs "$t1" "$t2") s; signing the tip"
+
+    # Only the tip needs a signature: a fresh key, an empty signed commit on top of the history.
+    ssh-keygen -q -t ed25519 -N "" -C "fleet@example.com" -f "$cache/keys/fleet_ed25519"
+    printf 'fleet@example.com namespaces="git,outpost-bundle" %s\n' \
+        "$(cut -d' ' -f1,2 "$cache/keys/fleet_ed25519.pub")" >"$cache/allowed_signers"
+    local when
+    when=$(($(git -C "$cache/repo" log -1 --format=%ct main) + 3600))
+    git -C "$cache/repo" read-tree main # the index only; the tip keeps the same tree
+    GIT_AUTHOR_NAME="Fleet Release" GIT_AUTHOR_EMAIL="fleet@example.com" \
+        GIT_COMMITTER_NAME="Fleet Release" GIT_COMMITTER_EMAIL="fleet@example.com" \
+        GIT_AUTHOR_DATE="@$when +0000" GIT_COMMITTER_DATE="@$when +0000" \
+        git -C "$cache/repo" -c gpg.format=ssh -c user.signingkey="$cache/keys/fleet_ed25519" \
+        commit -q -S --allow-empty -m "release: benchmark tip"
+    git -C "$cache/repo" -c gpg.ssh.allowedSignersFile="$cache/allowed_signers" \
+        verify-commit main 2>/dev/null || die "the signed tip does not verify with git verify-commit"
+
+    git -C "$cache/repo" bundle create -q "$bundle" main
+    ssh-keygen -q -Y sign -f "$cache/keys/fleet_ed25519" -n outpost-bundle "$bundle"
+    ssh-keygen -q -Y verify -f "$cache/allowed_signers" -I fleet@example.com -n outpost-bundle \
+        -s "$bundle.sig" <"$bundle" >/dev/null || die "the bundle signature does not verify"
+    t3=$(now_ns)
+    secs "$t0" "$t3" >"$cache/gen-seconds"
+    git -C "$cache/repo" rev-parse main >"$cache/tip"
+    touch "$cache/.complete"
+    log "repository generated in $(cat "$cache/gen-seconds") s"
+}
+
+if [[ -f $cache/.complete ]]; then
+    log "using the cached repository $cache (generated in $(cat "$cache/gen-seconds") s)"
+else
+    build_repo
+fi
+tip=$(cat "$cache/tip")
+n_commits=$(git -C "$cache/repo" rev-list --count main)
+n_files=$(git -C "$cache/repo" ls-tree -r main | wc -l)
+bundle_bytes=$(stat -c %s "$bundle")
+
+# ---- the run directory: config and a fresh state for every timed run -----------------------------
+run="$work/run"
+rm -rf "$run"
+mkdir -p "$run"
+cp "$cache/allowed_signers" "$run/allowed_signers"
+cat >"$run/config.toml" <<'EOF'
+[host]
+name = "bench-host"
+labels = { site = "bench", role = "bench" }
+root = "host"
+
+[state]
+dir = "state"
+
+[trust]
+allowed_signers = "allowed_signers"
+
+[source]
+branch = "main"
+max_bundle_size = "2GiB"
+EOF
+
+# timed LABEL CMD... : runs CMD under GNU time; sets $wall (seconds) and $rss (KiB).
+# Its stderr goes to $run/LABEL.err; a failure prints it and stops the benchmark.
+timed() {
+    local label=$1
+    shift
+    local t0 t1 status=0
+    t0=$(now_ns)
+    /usr/bin/time -o "$run/$label.time" -f %M "$@" >"$run/$label.out" 2>"$run/$label.err" || status=$?
+    t1=$(now_ns)
+    if [[ $status -ne 0 ]]; then
+        echo "import.sh: $label failed (exit $status): $*" >&2
+        sed 's/^/    /' "$run/$label.out" "$run/$label.err" >&2
+        exit 1
+    fi
+    wall=$(secs "$t0" "$t1")
+    rss=$(tail -n 1 "$run/$label.time")
+}
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 > b + 0) ? a : b }'; }
+
+warm() { cat "$bundle" "$bundle.sig" "$@" >/dev/null; }
+
+# ---- (a) git fetch ----------------------------------------------------------------------------------
+log "timing git fetch of the bundle ($RUNS runs)"
+warm
+git_best="" git_rss=""
+for i in $(seq "$RUNS"); do
+    rm -rf "$run/dst.git"
+    timed git-fetch sh -c 'git init -q --bare "$1" && git -C "$1" fetch --quiet "$2" main:main' \
+        sh "$run/dst.git" "$bundle"
+    echo "   git fetch      run $i: $wall s, peak RSS $((rss / 1024)) MiB" >&2
+    git_best=$(min "$wall" "$git_best")
+    git_rss=$(max "$rss" "$git_rss")
+done
+got=$(git -C "$run/dst.git" rev-parse main)
+[[ $got == "$tip" ]] || die "git fetch sanity check: dst main is $got, expected $tip"
+echo "git fetch: dst main = $tip (ok)"
+echo "bundle objects (git count-objects -v of the fetch destination):"
+git -C "$run/dst.git" count-objects -v | sed 's/^/    /'
+git -C "$run/dst.git" cat-file --batch-all-objects --batch-check='%(objecttype)' |
+    sort | uniq -c | awk '{ printf "    %-8s %d\n", $2 ":", $1 }'
+in_pack=$(git -C "$run/dst.git" count-objects -v | awk '$1 == "in-pack:" { print $2 }')
+
+# ---- (b) outpost import -------------------------------------------------------------------------------
+out_best="" out_rss="" bin_bytes=""
+if [[ -n $outpost ]]; then
+    log "timing outpost import of the bundle ($RUNS runs)"
+    warm "$outpost"
+    for i in $(seq "$RUNS"); do
+        rm -rf "$run/state" "$run/host"
+        mkdir -p "$run/host"
+        timed outpost-import "$outpost" --config "$run/config.toml" import "$bundle"
+        echo "   outpost import run $i: $wall s, peak RSS $((rss / 1024)) MiB" >&2
+        out_best=$(min "$wall" "$out_best")
+        out_rss=$(max "$rss" "$out_rss")
+    done
+    # Sanity check on the state of the last run: the tip is the trusted commit.
+    timed outpost-status "$outpost" --config "$run/config.toml" status --json
+    trusted=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = d.get("trusted") or {}
+print(t.get("commit") or "")
+' "$run/outpost-status.out") || {
+        echo "import.sh: outpost status --json did not print valid JSON:" >&2
+        sed 's/^/    /' "$run/outpost-status.out" "$run/outpost-status.err" >&2
+        exit 1
+    }
+    if [[ $trusted != "$tip" ]]; then
+        echo "import.sh: outpost status --json: trusted.commit is '${trusted}', expected $tip" >&2
+        sed 's/^/    /' "$run/outpost-status.out" "$run/outpost-status.err" "$run/outpost-import.err" >&2
+        exit 1
+    fi
+    echo "outpost status: trusted.commit = $tip (ok)"
+    bin_bytes=$(stat -c %s "$outpost")
+fi
+
+# ---- report ------------------------------------------------------------------------------------------
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+echo
+echo "outpost import benchmark  (COMMITS=$COMMITS FILES=$FILES; best of $RUNS, warm page cache)"
+echo "  work dir         $work"
+echo "  repository       $n_commits commits, $n_files files at the tip, $in_pack objects"
+echo "  bundle           $(mb "$bundle_bytes") ($bundle_bytes bytes)"
+echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
+echo
+printf '  %-18s %10s %14s\n' "" "wall s" "peak RSS"
+printf '  %-18s %10s %11s MiB\n' "git fetch" "$git_best" "$((git_rss / 1024))"
+missed=0
+if [[ -n $outpost ]]; then
+    printf '  %-18s %10s %11s MiB\n' "outpost import" "$out_best" "$((out_rss / 1024))"
+    ratio=$(awk -v a="$out_best" -v b="$git_best" 'BEGIN { printf "%.2f", a / b }')
+    ok_ratio=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.0) ? "ok" : "MISSED" }')
+    ok_size=$(awk -v b="$bin_bytes" 'BEGIN { print (b <= 15e6) ? "ok" : "MISSED" }')
+    echo
+    printf '  %-18s %10s   goal <= 1.0   %s\n' "ratio outpost/git" "$ratio" "$ok_ratio"
+    printf '  %-18s %10s   goal <= 15 MB %s\n' "outpost binary" "$(mb "$bin_bytes")" "$ok_size"
+    [[ $ok_ratio == ok && $ok_size == ok ]] || missed=1
+else
+    echo "  (outpost skipped: SKIP_OUTPOST=1)"
+fi
+if [[ $# -lt 1 ]]; then
+    echo
+    echo "re-run with the cached repository: $0 $work"
+fi
+if [[ $STRICT == 1 && $missed == 1 ]]; then
+    exit 1
+fi
