@@ -90,7 +90,9 @@ fn git_dir(state_dir: &Path) -> PathBuf {
 }
 
 fn open(path: &Path) -> Result<gix::Repository, RepoError> {
-    gix::open_opts(path, gix::open::Options::isolated()).map_err(|source| RepoError::Open {
+    // Walking a fresh pack resolves long delta chains: cache their bases as git does.
+    let options = gix::open::Options::isolated().config_overrides(["core.deltaBaseCacheLimit=96m"]);
+    gix::open_opts(path, options).map_err(|source| RepoError::Open {
         path: path.to_owned(),
         source,
     })
@@ -99,6 +101,43 @@ fn open(path: &Path) -> Result<gix::Repository, RepoError> {
 /// The most specific cause of a gix error, in its own words.
 fn message(e: &gix::Error) -> String {
     e.probable_cause().to_string()
+}
+
+/// The ids an object names: a commit's tree and parents, a tree's entries (but submodule
+/// commits, which live in other repositories), a tag's target. `None` stands for an object
+/// that does not parse.
+fn references(kind: gix::objs::Kind, data: &[u8], hash: gix::hash::Kind) -> Vec<Option<ObjectId>> {
+    use gix::objs::Kind;
+    match kind {
+        Kind::Commit => {
+            let mut iter = gix::objs::CommitRefIter::from_bytes(data, hash);
+            let mut ids = vec![iter.tree_id().ok()];
+            ids.extend(iter.parent_ids().map(Some));
+            ids
+        }
+        Kind::Tree => gix::objs::TreeRefIter::from_bytes(data, hash)
+            .filter_map(|entry| match entry {
+                Ok(e) if e.mode.is_commit() => None,
+                Ok(e) => Some(Some(e.oid.to_owned())),
+                Err(_) => Some(None),
+            })
+            .collect(),
+        Kind::Tag => vec![
+            gix::objs::TagRefIter::from_bytes(data, hash)
+                .target_id()
+                .ok(),
+        ],
+        Kind::Blob => Vec::new(),
+    }
+}
+
+fn files_with_extension(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// A bare repository without the sample hooks and description a work repository gets.
@@ -297,45 +336,83 @@ impl Quarantine {
         Ok(false)
     }
 
-    /// Checks that every object reachable from `tip` is present, like git's connectivity check
-    /// after a fetch. Commits and trees already in `store` are not descended into: what the
-    /// store holds was checked when it arrived.
+    /// Checks that the bundle is complete, like git's connectivity check after a fetch, but
+    /// over the pack rather than by walking history: every commit, tree and tag in the new
+    /// pack has each object it names either in the pack or in `store`. With the tips checked
+    /// to be in the pack, everything reachable from them is then present. The pack is decoded
+    /// once, in parallel, along its delta tree.
     pub fn check_connected(
-        &mut self,
+        &self,
         tip: ObjectId,
         store: Option<&ObjectStore>,
     ) -> Result<(), RepoError> {
-        self.repo.object_cache_size_if_unset(64 << 20);
-        let trusted = |oid: &ObjectId| store.is_some_and(|s| s.repo.has_object(*oid));
-        let missing = |missing| RepoError::Incomplete { tip, missing };
         let hash = self.repo.object_hash();
-        let mut seen = gix::hashtable::HashSet::default();
-        let mut commits = vec![tip];
-        let mut trees = Vec::new();
-        while let Some(oid) = commits.pop() {
-            if !seen.insert(oid) || trusted(&oid) {
-                continue;
-            }
-            let commit = self.repo.find_commit(oid).map_err(|_| missing(oid))?;
-            trees.push(commit.tree_id().map_err(|_| missing(oid))?.detach());
-            commits.extend(commit.parent_ids().map(gix::Id::detach));
-        }
-        while let Some(oid) = trees.pop() {
-            if !seen.insert(oid) || trusted(&oid) {
-                continue;
-            }
-            let tree = self.repo.find_object(oid).map_err(|_| missing(oid))?;
-            for entry in gix::objs::TreeRefIter::from_bytes(&tree.data, hash) {
-                let entry = entry.map_err(|_| missing(oid))?;
-                let id = entry.oid.to_owned();
-                if entry.mode.is_tree() {
-                    trees.push(id);
-                } else if !entry.mode.is_commit() && !self.repo.has_object(id) {
-                    return Err(missing(id));
+        let pack_dir = self.repo.git_dir().join("objects/pack");
+        let damaged = |e: gix::Error| RepoError::IndexPack {
+            message: message(&e),
+        };
+        let mut outside = Vec::new();
+        for idx_path in
+            files_with_extension(&pack_dir, "idx").map_err(|source| RepoError::Promote {
+                path: pack_dir.clone(),
+                source,
+            })?
+        {
+            let index = gix_pack::index::File::at(&idx_path, hash).map_err(damaged)?;
+            let pack =
+                gix_pack::data::File::at(idx_path.with_extension("pack"), hash).map_err(damaged)?;
+            let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let processor = {
+                let (index, found) = (&index, found.clone());
+                move |kind: gix::objs::Kind,
+                      data: &[u8],
+                      entry: &gix_pack::index::Entry,
+                      _: &dyn gix::Progress| {
+                    let mut local = Vec::new();
+                    for id in references(kind, data, hash) {
+                        match id {
+                            Some(id) if index.lookup(id).is_some() => {}
+                            Some(id) => local.push(id),
+                            None => local.push(entry.oid),
+                        }
+                    }
+                    if !local.is_empty() {
+                        found
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .extend(local);
+                    }
+                    Ok(())
                 }
-            }
+            };
+            let options = gix_pack::index::traverse::Options {
+                check:
+                    gix_pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification,
+                ..Default::default()
+            };
+            index
+                .traverse(
+                    &pack,
+                    &mut gix::progress::Discard,
+                    &AtomicBool::new(false),
+                    processor,
+                    options,
+                )
+                .map_err(damaged)?;
+            outside.extend(
+                found
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .drain(..),
+            );
         }
-        Ok(())
+        outside.sort_unstable();
+        outside.dedup();
+        let in_store = |id: &ObjectId| store.is_some_and(|s| s.repo.has_object(*id));
+        match outside.into_iter().find(|id| !in_store(id)) {
+            Some(missing) => Err(RepoError::Incomplete { tip, missing }),
+            None => Ok(()),
+        }
     }
 
     /// Moves the indexed pack into `store` (pack first, index last, both synced), so its
@@ -348,13 +425,7 @@ impl Quarantine {
             move |source| RepoError::Promote { path, source }
         };
         std::fs::create_dir_all(&to).map_err(err(&to))?;
-        let mut packs: Vec<PathBuf> = std::fs::read_dir(&from)
-            .map_err(err(&from))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
-            .collect();
-        packs.sort();
-        for pack in packs {
+        for pack in files_with_extension(&from, "pack").map_err(err(&from))? {
             for ext in ["pack", "idx"] {
                 let src = pack.with_extension(ext);
                 let dst = to.join(src.file_name().unwrap_or_default());

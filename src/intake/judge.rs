@@ -76,11 +76,13 @@ pub fn judge(ctx: &Context<'_>, path: &Path) -> Result<Result<Verdict, Box<Refus
             commit,
         })))
     };
+    let started = std::time::Instant::now();
     let staged = match stage::stage(path, ctx.staging, ctx.max_size) {
         Ok(staged) => staged,
         Err(StageError::Refused(refusal)) => return refused(refusal, &record, None),
         Err(StageError::Failed(e)) => return Err(e),
     };
+    tracing::debug!(elapsed = ?started.elapsed(), size = staged.size, "bundle staged and hashed");
     record.sha256 = Some(staged.sha256_hex());
     record.size = Some(staged.size);
     let known = match ctx.store {
@@ -167,6 +169,7 @@ fn judge_staged(
         return Ok(Err((Refusal::Truncated, None)));
     }
     reader.seek(SeekFrom::Start(header.len)).map_err(read_err)?;
+    let started = std::time::Instant::now();
     let mut pack = PackReader::new(reader, pack_len);
     if let Err(e) = quarantine.index_pack(&mut pack) {
         return Ok(Err((
@@ -189,6 +192,8 @@ fn judge_staged(
             )));
         }
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "pack indexed");
+    let started = std::time::Instant::now();
     if let Err(e) = quarantine.check_connected(tip, ctx.objects) {
         return Ok(Err((
             Refusal::Pack {
@@ -197,6 +202,7 @@ fn judge_staged(
             None,
         )));
     }
+    tracing::debug!(elapsed = ?started.elapsed(), "connectivity checked");
     let info = quarantine.commit_info(tip)?;
     let mut commit = CommitRecord {
         oid: tip.to_string(),

@@ -267,7 +267,10 @@ fn settle(
         Ok(Verdict::Accepted(acc)) => {
             let outcome = accepted_outcome(&acc);
             let message = format!("{tracked_ref} -> {}", acc.tip);
+            let started = std::time::Instant::now();
             acc.quarantine.promote(objects)?;
+            tracing::debug!(elapsed = ?started.elapsed(), "pack moved into the object store");
+            let started = std::time::Instant::now();
             store.record_accepted(
                 &acc.record,
                 acc.staged.file.path(),
@@ -275,6 +278,7 @@ fn settle(
                 &acc.mark,
                 &message,
             )?;
+            tracing::debug!(elapsed = ?started.elapsed(), "verdict and bundle bytes recorded");
             objects.set_ref(tracked_ref, acc.tip)?;
             tracing::info!(commit = %acc.tip, signer = %acc.signer.principal, "bundle accepted");
             outcome
