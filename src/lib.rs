@@ -30,6 +30,9 @@
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
 //!   checksummed mirror file `state_dir/floor`.
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick).
+//! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
+//!   `when` selectors, every path, source, mode and owner validated for this host.
+//! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
 //! * [`status`] — what `outpost status` reports, as a serde type.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
 //!
@@ -51,6 +54,8 @@ pub mod config;
 pub mod host;
 pub mod intake;
 pub mod lock;
+pub mod manifest;
+pub mod plan;
 pub mod repo;
 pub mod status;
 pub mod store;

@@ -1,0 +1,206 @@
+//! Paths a manifest names: absolute host paths ([`HostPath`]) and paths inside the commit.
+//!
+//! Both are checked on their bytes, before anything else looks at them: a path that is not
+//! normalised is refused, never normalised, so what the manifest says is what is applied.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    #[error("must be an absolute host path (starting with /)")]
+    NotAbsolute,
+    #[error("must be a path inside the repository, not an absolute one")]
+    NotRelative,
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("has an empty component (// or a trailing /)")]
+    EmptyComponent,
+    #[error("has a {0:?} component; write the path without it")]
+    DotComponent(&'static str),
+    #[error("is empty or the root; name a path inside it")]
+    Root,
+    #[error("has a file name containing /")]
+    SlashInName,
+    #[error("is outside apply.allowed_paths ({allowed})")]
+    OutsideAllowed { allowed: String },
+}
+
+/// An absolute, normalised host path: no `.`, `..` or empty components, no trailing slash,
+/// no NUL, not `/` itself. It is resolved under the host root only by `apply`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPath(PathBuf);
+
+impl HostPath {
+    /// Checks `raw` and takes it as it is; nothing is normalised.
+    pub fn parse(raw: impl AsRef<OsStr>) -> Result<Self, PathProblem> {
+        let bytes = raw.as_ref().as_bytes();
+        let rest = bytes.strip_prefix(b"/").ok_or(PathProblem::NotAbsolute)?;
+        check_components(rest)?;
+        Ok(Self(PathBuf::from(raw.as_ref())))
+    }
+
+    /// `self` joined with a relative path whose components were already checked.
+    pub(crate) fn join_checked(&self, relative: &Path) -> Self {
+        Self(self.0.join(relative))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Whether `self` is `other` or below it (component-wise: `/etcetera` is not below `/etc`).
+    pub fn is_within(&self, other: &Path) -> bool {
+        self.0.starts_with(other)
+    }
+
+    /// Whether `self` is strictly below `other`.
+    pub fn is_below(&self, other: &HostPath) -> bool {
+        self != other && self.0.starts_with(&other.0)
+    }
+
+    /// The parent directory, unless it is `/`.
+    pub fn parent(&self) -> Option<HostPath> {
+        self.0
+            .parent()
+            .filter(|p| *p != Path::new("/"))
+            .map(|p| Self(p.to_owned()))
+    }
+
+    /// Number of components, for deepest-first ordering.
+    pub fn depth(&self) -> usize {
+        self.0.components().count()
+    }
+
+    /// Checks that the path is strictly inside one of `allowed`.
+    pub fn check_allowed(&self, allowed: &[PathBuf]) -> Result<(), PathProblem> {
+        if allowed.iter().any(|a| self.is_within(a) && self.0 != *a) {
+            return Ok(());
+        }
+        let allowed = allowed
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(PathProblem::OutsideAllowed { allowed })
+    }
+}
+
+impl fmt::Display for HostPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+impl AsRef<Path> for HostPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// Checks a path inside the commit (`source`, `include`): relative and normalised.
+pub fn check_repo_path(raw: &str) -> Result<PathBuf, PathProblem> {
+    if raw.starts_with('/') {
+        return Err(PathProblem::NotRelative);
+    }
+    check_components(raw.as_bytes())?;
+    Ok(PathBuf::from(raw))
+}
+
+/// Checks one file name of a tree in the commit (a tree may hold names git would refuse).
+pub fn check_tree_name(name: &[u8]) -> Result<(), PathProblem> {
+    if name.contains(&b'/') {
+        return Err(PathProblem::SlashInName);
+    }
+    check_components(name)
+}
+
+/// `a/b/c` with no empty, `.` or `..` component and no NUL; an empty string is refused.
+fn check_components(path: &[u8]) -> Result<(), PathProblem> {
+    if path.contains(&0) {
+        return Err(PathProblem::Nul);
+    }
+    if path.is_empty() {
+        return Err(PathProblem::Root);
+    }
+    for component in path.split(|b| *b == b'/') {
+        match component {
+            b"" => return Err(PathProblem::EmptyComponent),
+            b"." => return Err(PathProblem::DotComponent(".")),
+            b".." => return Err(PathProblem::DotComponent("..")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalised_absolute_paths_are_taken_as_they_are() -> Result<(), PathProblem> {
+        let p = HostPath::parse("/etc/chrony/chrony.conf")?;
+        assert_eq!(p.as_path(), Path::new("/etc/chrony/chrony.conf"));
+        assert_eq!(p.parent(), Some(HostPath::parse("/etc/chrony")?));
+        assert_eq!(HostPath::parse("/etc")?.parent(), None);
+        assert_eq!(p.depth(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn unnormalised_paths_are_refused() {
+        let cases = [
+            ("etc/relative", PathProblem::NotAbsolute),
+            ("/etc/../usr/bin/x", PathProblem::DotComponent("..")),
+            ("/etc/./x", PathProblem::DotComponent(".")),
+            ("/etc//x", PathProblem::EmptyComponent),
+            ("/etc/x/", PathProblem::EmptyComponent),
+            ("/etc/x\0y", PathProblem::Nul),
+            ("/", PathProblem::Root),
+            ("", PathProblem::NotAbsolute),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(HostPath::parse(raw), Err(want), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_paths_are_matched_by_component() -> Result<(), PathProblem> {
+        let allowed = [PathBuf::from("/etc"), PathBuf::from("/opt/")];
+        HostPath::parse("/etc/x")?.check_allowed(&allowed)?;
+        HostPath::parse("/opt/app/y")?.check_allowed(&allowed)?;
+        for outside in ["/etcetera/x", "/etc", "/usr/bin/x"] {
+            let err = HostPath::parse(outside)?.check_allowed(&allowed);
+            assert_eq!(
+                err,
+                Err(PathProblem::OutsideAllowed {
+                    allowed: "/etc, /opt/".to_owned()
+                }),
+                "{outside}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn repo_paths_must_be_relative_and_normalised() {
+        assert_eq!(
+            check_repo_path("files/a.conf"),
+            Ok(PathBuf::from("files/a.conf"))
+        );
+        assert_eq!(
+            check_repo_path("/etc/shadow"),
+            Err(PathProblem::NotRelative)
+        );
+        assert_eq!(
+            check_repo_path("files/../../x"),
+            Err(PathProblem::DotComponent(".."))
+        );
+        assert_eq!(check_tree_name(b".."), Err(PathProblem::DotComponent("..")));
+        assert_eq!(check_tree_name(b"a/b"), Err(PathProblem::SlashInName));
+    }
+}

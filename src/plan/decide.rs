@@ -1,0 +1,336 @@
+//! The decisions: for each desired path what to do, then what to remove and what to prune.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    Action, Desired, DesiredKind, Managed, Observation, Observed, Plan, PlanError, Reason, Step,
+};
+use crate::manifest::{Group, HostPath, Owner};
+
+const MISSING: Observed = Observed::Missing;
+
+/// The steps of each phase, collected in any order and sorted at the end.
+struct Builder<'a> {
+    observed: &'a Observation,
+    desired: BTreeMap<&'a HostPath, &'a Desired>,
+    create: Vec<Step>,
+    change: Vec<Step>,
+    remove: Vec<Step>,
+    prune: Vec<Step>,
+    restart: BTreeSet<String>,
+}
+
+pub fn make(
+    desired: &[Desired],
+    observed: &Observation,
+    previous: &[Managed],
+) -> Result<Plan, PlanError> {
+    let mut b = Builder {
+        observed,
+        desired: desired.iter().map(|d| (&d.path, d)).collect(),
+        create: Vec::new(),
+        change: Vec::new(),
+        remove: Vec::new(),
+        prune: Vec::new(),
+        restart: BTreeSet::new(),
+    };
+    for d in desired {
+        let before = b.len();
+        if d.kind != DesiredKind::Absent {
+            b.parents(&d.path)?;
+        }
+        b.entry(d)?;
+        if b.len() > before {
+            b.restart.extend(d.restart.iter().cloned());
+        }
+    }
+    b.extras();
+    b.prunes(previous);
+    Ok(b.finish())
+}
+
+impl<'a> Builder<'a> {
+    fn len(&self) -> usize {
+        self.create.len() + self.change.len() + self.remove.len()
+    }
+
+    fn observed(&self, path: &HostPath) -> &'a Observed {
+        self.observed.get(path).unwrap_or(&MISSING)
+    }
+
+    fn step(list: &mut Vec<Step>, path: &HostPath, action: Action, reason: Reason) {
+        list.push(Step {
+            path: path.clone(),
+            action,
+            reason,
+        });
+    }
+
+    /// Missing parents that no entry declares are created `0755 root:root`; a parent that is
+    /// not a directory stops the plan.
+    fn parents(&mut self, path: &HostPath) -> Result<(), PlanError> {
+        let mut ancestor = path.parent();
+        while let Some(parent) = ancestor {
+            if self.desired.contains_key(&parent) {
+                return Ok(());
+            }
+            match self.observed.get(&parent) {
+                None | Some(Observed::Directory { .. }) => return Ok(()),
+                Some(Observed::Missing) => {
+                    if !self.create.iter().any(|s| s.path == parent) {
+                        let action = Action::CreateDirectory {
+                            mode: 0o755,
+                            owner: root_owner(),
+                            group: root_group(),
+                        };
+                        Self::step(&mut self.create, &parent, action, Reason::Parent);
+                    }
+                }
+                Some(other) => {
+                    return Err(PlanError::ParentNotDirectory {
+                        path: path.clone(),
+                        parent,
+                        found: other.name(),
+                    });
+                }
+            }
+            ancestor = parent.parent();
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, d: &Desired) -> Result<(), PlanError> {
+        let path = &d.path;
+        let observed = self.observed(path);
+        let in_the_way = |wanted| PlanError::InTheWay {
+            path: path.clone(),
+            found: observed.name(),
+            wanted,
+        };
+        match (&d.kind, observed) {
+            (DesiredKind::File { .. }, Observed::Directory { .. } | Observed::Other) => {
+                Err(in_the_way("file"))
+            }
+            (DesiredKind::File { .. }, _) => {
+                self.file(path, &d.kind, observed);
+                Ok(())
+            }
+            (DesiredKind::Directory { .. }, Observed::Missing | Observed::Directory { .. }) => {
+                self.directory(path, &d.kind, observed);
+                Ok(())
+            }
+            (DesiredKind::Directory { .. }, _) => Err(in_the_way("directory")),
+            (DesiredKind::Symlink { .. }, Observed::Directory { .. } | Observed::Other) => {
+                Err(in_the_way("symlink"))
+            }
+            (DesiredKind::Symlink { target }, _) => {
+                self.symlink(path, target, observed);
+                Ok(())
+            }
+            (DesiredKind::Absent, Observed::Missing) => Ok(()),
+            (DesiredKind::Absent, found) => {
+                let action = Action::Remove {
+                    found: found.name(),
+                };
+                Self::step(&mut self.remove, path, action, Reason::Absent);
+                Ok(())
+            }
+        }
+    }
+
+    fn file(&mut self, path: &HostPath, kind: &DesiredKind, observed: &Observed) {
+        let DesiredKind::File {
+            bytes,
+            digest,
+            mode,
+            owner,
+            group,
+        } = kind
+        else {
+            return;
+        };
+        if let Observed::File {
+            digest: now,
+            mode: now_mode,
+            uid,
+            gid,
+            ..
+        } = observed
+            && now == digest
+        {
+            self.attributes(path, (*now_mode, *uid, *gid), *mode, owner, group);
+            return;
+        }
+        let (old, reason) = match observed {
+            Observed::Missing => (None, Reason::Missing),
+            other => (Some(other.clone()), Reason::Drifted),
+        };
+        let action = Action::Write {
+            bytes: bytes.clone(),
+            digest: *digest,
+            mode: *mode,
+            owner: owner.clone(),
+            group: group.clone(),
+            old,
+        };
+        Self::step(&mut self.change, path, action, reason);
+    }
+
+    fn directory(&mut self, path: &HostPath, kind: &DesiredKind, observed: &Observed) {
+        let DesiredKind::Directory {
+            mode, owner, group, ..
+        } = kind
+        else {
+            return;
+        };
+        if let Observed::Directory {
+            mode: now,
+            uid,
+            gid,
+        } = observed
+        {
+            self.attributes(path, (*now, *uid, *gid), *mode, owner, group);
+            return;
+        }
+        let action = Action::CreateDirectory {
+            mode: *mode,
+            owner: owner.clone(),
+            group: group.clone(),
+        };
+        self.create.retain(|s| s.path != *path);
+        Self::step(&mut self.create, path, action, Reason::Missing);
+    }
+
+    /// Owner first, then mode, as apply sets them.
+    fn attributes(
+        &mut self,
+        path: &HostPath,
+        (mode, uid, gid): (u32, u32, u32),
+        want: u32,
+        owner: &Owner,
+        group: &Group,
+    ) {
+        if (uid, gid) != (owner.uid, group.gid) {
+            let action = Action::Chown {
+                from: (uid, gid),
+                owner: owner.clone(),
+                group: group.clone(),
+            };
+            Self::step(&mut self.change, path, action, Reason::Drifted);
+        }
+        if mode != want {
+            let action = Action::Chmod {
+                from: mode,
+                to: want,
+            };
+            Self::step(&mut self.change, path, action, Reason::Drifted);
+        }
+    }
+
+    fn symlink(&mut self, path: &HostPath, target: &std::path::Path, observed: &Observed) {
+        let (old, reason) = match observed {
+            Observed::Symlink { target: now } if now == target => return,
+            Observed::Symlink { target: now } => (Some(now.clone()), Reason::Drifted),
+            Observed::Missing => (None, Reason::Missing),
+            _ => (None, Reason::Drifted),
+        };
+        let action = Action::Symlink {
+            target: target.to_owned(),
+            old,
+        };
+        Self::step(&mut self.change, path, action, reason);
+    }
+}
+
+impl Builder<'_> {
+    /// Removes what observe found below an exact directory or an `absent` path that no
+    /// desired path accounts for.
+    fn extras(&mut self) {
+        let needed: BTreeSet<HostPath> = self
+            .desired
+            .keys()
+            .flat_map(|p| std::iter::successors(p.parent(), HostPath::parent))
+            .collect();
+        for (path, found) in self.observed {
+            if *found == Observed::Missing
+                || self.desired.contains_key(path)
+                || needed.contains(path)
+            {
+                continue;
+            }
+            let Some(owner) = std::iter::successors(path.parent(), HostPath::parent)
+                .find_map(|a| self.desired.get(&a).copied())
+            else {
+                continue;
+            };
+            let reason = match owner.kind {
+                DesiredKind::Directory { exact: true, .. } => Reason::NotInTree(owner.path.clone()),
+                DesiredKind::Absent => Reason::Absent,
+                _ => continue,
+            };
+            self.restart.extend(owner.restart.iter().cloned());
+            let action = Action::Remove {
+                found: found.name(),
+            };
+            Self::step(&mut self.remove, path, action, reason);
+        }
+    }
+
+    /// Paths of the previous deployment no longer desired: removed if outpost created them,
+    /// restored if it took them over. Paths already removed above are left alone.
+    fn prunes(&mut self, previous: &[Managed]) {
+        let needed: BTreeSet<HostPath> = self
+            .desired
+            .keys()
+            .flat_map(|p| std::iter::successors(Some((*p).clone()), HostPath::parent))
+            .collect();
+        for managed in previous {
+            let path = &managed.path;
+            if needed.contains(path) || self.remove.iter().any(|s| s.path == *path) {
+                continue;
+            }
+            if managed.took_over {
+                Self::step(&mut self.prune, path, Action::Restore, Reason::Pruned);
+                continue;
+            }
+            let found = self.observed(path);
+            if *found != Observed::Missing {
+                let action = Action::Remove {
+                    found: found.name(),
+                };
+                Self::step(&mut self.prune, path, action, Reason::Pruned);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        self.create.sort_by(|a, b| a.path.cmp(&b.path));
+        self.change.sort_by(|a, b| a.path.cmp(&b.path));
+        let deepest_first = |s: &Step| (Reverse(s.path.depth()), s.path.clone());
+        self.remove.sort_by_key(deepest_first);
+        self.prune.sort_by_key(deepest_first);
+        let mut steps = self.create;
+        steps.extend(self.change);
+        steps.extend(self.remove);
+        steps.extend(self.prune);
+        Plan {
+            steps,
+            restart: self.restart,
+        }
+    }
+}
+
+fn root_owner() -> Owner {
+    Owner {
+        uid: 0,
+        name: "root".to_owned(),
+    }
+}
+
+fn root_group() -> Group {
+    Group {
+        gid: 0,
+        name: "root".to_owned(),
+    }
+}

@@ -1,0 +1,250 @@
+//! What apply would change: desired entries + observed host state + the last inventory →
+//! ordered [`Step`]s. Pure: no I/O, no clock, not async; every decision is made here.
+//!
+//! # Inputs
+//!
+//! * [`Desired`]: one per path, `tree` entries already expanded into their files and
+//!   directories (`exact` directories), blob bytes already read.
+//! * [`Observation`]: what observe saw, by path. It holds every desired path (a path it lacks
+//!   counts as missing), every inventory path, everything below an `exact` directory or an
+//!   `absent` directory, and each ancestor of a desired path that is *not* a directory
+//!   (missing, or something in the way); an ancestor it does not hold is taken to exist.
+//! * [`Managed`]: the paths the previous deployment managed, and whether outpost took each
+//!   over from an existing original.
+//!
+//! # Order
+//!
+//! 1. directories are created, parents before children;
+//! 2. files are written, modes and owners fixed, symlinks set, by path;
+//! 3. removals (`absent`, extras of an exact directory), deepest first;
+//! 4. pruning of paths no longer desired, deepest first: a path outpost created is removed,
+//!    one it took over gets its original back.
+//!
+//! # Refusals
+//!
+//! outpost never replaces a directory by a non-directory or the reverse on its own: a
+//! directory (or a device, socket, fifo) where a file or symlink is wanted, or a non-directory
+//! where a directory is wanted or as a parent of a desired path, is a [`PlanError`] and nothing
+//! is applied. Files and symlinks replace each other atomically.
+
+mod decide;
+mod display;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::{Group, HostPath, Owner};
+
+pub use display::Stat;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "cannot put a {wanted} at {path}: a {found} is in the way; remove it by hand or change the manifest"
+    )]
+    InTheWay {
+        path: HostPath,
+        found: &'static str,
+        wanted: &'static str,
+    },
+    #[error(
+        "cannot create {path}: its parent {parent} is a {found}, not a directory; outpost never follows or replaces it"
+    )]
+    ParentNotDirectory {
+        path: HostPath,
+        parent: HostPath,
+        found: &'static str,
+    },
+}
+
+/// A sha256 digest of file content.
+pub type Sha256Digest = [u8; 32];
+
+/// The sha256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> Sha256Digest {
+    Sha256::digest(bytes).into()
+}
+
+/// One desired path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub path: HostPath,
+    pub kind: DesiredKind,
+    /// Units to restart when this path changes.
+    pub restart: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DesiredKind {
+    File {
+        bytes: Vec<u8>,
+        digest: Sha256Digest,
+        mode: u32,
+        owner: Owner,
+        group: Group,
+    },
+    /// `exact`: anything below that no desired path accounts for is removed (a `tree`).
+    Directory {
+        mode: u32,
+        owner: Owner,
+        group: Group,
+        exact: bool,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Absent,
+}
+
+impl DesiredKind {
+    /// A file whose digest is computed from `bytes`.
+    pub fn file(bytes: Vec<u8>, mode: u32, owner: Owner, group: Group) -> Self {
+        let digest = digest(&bytes);
+        Self::File {
+            bytes,
+            digest,
+            mode,
+            owner,
+            group,
+        }
+    }
+}
+
+/// What is at a path on the host, never following a symlink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Missing,
+    File {
+        digest: Sha256Digest,
+        size: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        /// The current bytes, when observe read them (for the diff); `None` shows sizes only.
+        bytes: Option<Vec<u8>>,
+    },
+    Directory {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    /// A device, socket or fifo.
+    Other,
+}
+
+impl Observed {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing path",
+            Self::File { .. } => "file",
+            Self::Directory { .. } => "directory",
+            Self::Symlink { .. } => "symlink",
+            Self::Other => "special file",
+        }
+    }
+}
+
+/// What observe saw, by path.
+pub type Observation = BTreeMap<HostPath, Observed>;
+
+/// A path the previous deployment managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub path: HostPath,
+    /// Whether the path existed before outpost first wrote it (its original is in the store).
+    pub took_over: bool,
+}
+
+/// One change to the host, with why it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub path: HostPath,
+    pub action: Action,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    CreateDirectory {
+        mode: u32,
+        owner: Owner,
+        group: Group,
+    },
+    /// Write the whole file (temp file, owner, mode, rename); `old` is what it replaces.
+    Write {
+        bytes: Vec<u8>,
+        digest: Sha256Digest,
+        mode: u32,
+        owner: Owner,
+        group: Group,
+        old: Option<Observed>,
+    },
+    Chmod {
+        from: u32,
+        to: u32,
+    },
+    Chown {
+        from: (u32, u32),
+        owner: Owner,
+        group: Group,
+    },
+    /// Create or replace a symlink; `old` is the previous target if it was one.
+    Symlink {
+        target: PathBuf,
+        old: Option<PathBuf>,
+    },
+    /// Remove what observe saw there (a directory only once empty).
+    Remove {
+        found: &'static str,
+    },
+    /// Put back the original outpost kept when it took the path over.
+    Restore,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The path does not exist yet.
+    Missing,
+    /// A parent of a desired path.
+    Parent,
+    /// The path differs from the manifest.
+    Drifted,
+    /// The manifest says `absent`, or the path is below an `absent` directory.
+    Absent,
+    /// Not part of the exact directory (a `tree`) at the path given.
+    NotInTree(HostPath),
+    /// No longer in the manifest.
+    Pruned,
+}
+
+/// The ordered steps that make the host match, and the units to restart after them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub restart: BTreeSet<String>,
+}
+
+impl Plan {
+    /// No drift: the host already matches.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// Plans the steps from the `desired` entries, the `observed` host and the `previous`
+/// inventory.
+pub fn make(
+    desired: &[Desired],
+    observed: &Observation,
+    previous: &[Managed],
+) -> Result<Plan, PlanError> {
+    decide::make(desired, observed, previous)
+}
