@@ -141,8 +141,8 @@ impl<'a> Builder<'a> {
 
     fn file(&mut self, path: &HostPath, kind: &DesiredKind, observed: &Observed) {
         let DesiredKind::File {
-            bytes,
-            digest,
+            blob,
+            size,
             mode,
             owner,
             group,
@@ -151,13 +151,13 @@ impl<'a> Builder<'a> {
             return;
         };
         if let Observed::File {
-            digest: now,
+            blob: now,
             mode: now_mode,
             uid,
             gid,
             ..
         } = observed
-            && now == digest
+            && now == blob
         {
             self.attributes(path, (*now_mode, *uid, *gid), *mode, owner, group);
             return;
@@ -167,8 +167,8 @@ impl<'a> Builder<'a> {
             other => (Some(other.clone()), Reason::Drifted),
         };
         let action = Action::Write {
-            bytes: bytes.clone(),
-            digest: *digest,
+            blob: *blob,
+            size: *size,
             mode: *mode,
             owner: owner.clone(),
             group: group.clone(),

@@ -1,11 +1,24 @@
-//! The plan for humans: one line per step, a unified diff for text files, a `--stat` summary.
+//! The plan for humans: one line per step, a `--stat` summary, and with [`Plan::with_diffs`]
+//! a unified diff for text files (sizes and blob ids for binary ones). The bytes to diff are
+//! handed in by the caller, which reads them; the plan itself stays pure.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use bytesize::ByteSize;
 use similar::TextDiff;
 
-use super::{Action, Observed, Plan, Reason, Sha256Digest, Step};
+use super::{Action, BlobId, Observed, Plan, Reason, Step};
+use crate::manifest::HostPath;
+
+/// For rewritten files: the bytes on the host now, if readable, and the new bytes.
+pub type Texts = BTreeMap<HostPath, (Option<Vec<u8>>, Vec<u8>)>;
+
+/// A plan shown with the diffs of its rewritten files.
+pub struct WithDiffs<'a> {
+    plan: &'a Plan,
+    texts: &'a Texts,
+}
 
 /// Files larger than this are summarised by size and hash, never diffed.
 const MAX_DIFF_BYTES: usize = 256 * 1024;
@@ -56,24 +69,47 @@ impl Plan {
         }
         stat
     }
+
+    /// The plan with the diffs of the rewritten files whose bytes are in `texts`.
+    pub fn with_diffs<'a>(&'a self, texts: &'a Texts) -> WithDiffs<'a> {
+        WithDiffs { plan: self, texts }
+    }
+
+    /// The rewritten files of this plan and their new blobs, for gathering [`Texts`].
+    pub fn rewrites(&self) -> impl Iterator<Item = (&HostPath, BlobId)> {
+        self.steps.iter().filter_map(|s| match &s.action {
+            Action::Write {
+                blob,
+                old: Some(Observed::File { .. }),
+                ..
+            } => Some((&s.path, *blob)),
+            _ => None,
+        })
+    }
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for step in &self.steps {
+        write!(f, "{}", self.with_diffs(&Texts::new()))
+    }
+}
+
+impl fmt::Display for WithDiffs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in &self.plan.steps {
             writeln!(f, "{step}")?;
             if let Action::Write {
-                bytes,
-                digest,
+                blob,
+                size,
                 old: Some(old),
                 ..
             } = &step.action
             {
-                write_change(f, step, old, bytes, digest)?;
+                write_change(f, step, old, (*blob, *size), self.texts.get(&step.path))?;
             }
         }
-        if !self.restart.is_empty() {
-            let units: Vec<&str> = self.restart.iter().map(String::as_str).collect();
+        if !self.plan.restart.is_empty() {
+            let units: Vec<&str> = self.plan.restart.iter().map(String::as_str).collect();
             writeln!(f, "restart {}", units.join(", "))?;
         }
         Ok(())
@@ -90,7 +126,7 @@ impl fmt::Display for Step {
                 owner.name, group.name
             )?,
             Action::Write {
-                bytes,
+                size,
                 mode,
                 owner,
                 group,
@@ -98,7 +134,7 @@ impl fmt::Display for Step {
                 ..
             } => {
                 let sign = if old.is_some() { '~' } else { '+' };
-                let size = ByteSize(bytes.len() as u64);
+                let size = ByteSize(*size);
                 let (o, g) = (&owner.name, &group.name);
                 write!(f, "{sign} write {path} ({mode:04o} {o}:{g}, {size})")?;
             }
@@ -133,24 +169,20 @@ impl fmt::Display for Step {
     }
 }
 
-/// The diff of a rewritten file: unified for text, sizes and short hashes otherwise.
+/// The diff of a rewritten file: unified for text, sizes and short blob ids otherwise.
 fn write_change(
     f: &mut fmt::Formatter<'_>,
     step: &Step,
     old: &Observed,
-    new: &[u8],
-    new_digest: &Sha256Digest,
+    (new_blob, new_size): (BlobId, u64),
+    texts: Option<&(Option<Vec<u8>>, Vec<u8>)>,
 ) -> fmt::Result {
-    let Observed::File {
-        digest,
-        size,
-        bytes,
-        ..
-    } = old
-    else {
+    let Observed::File { blob, size, .. } = old else {
         return Ok(());
     };
-    if let (Some(old_text), Some(new_text)) = (bytes.as_deref().and_then(text), text(new)) {
+    if let Some((Some(old_bytes), new_bytes)) = texts
+        && let (Some(old_text), Some(new_text)) = (text(old_bytes), text(new_bytes))
+    {
         let (a, b) = (format!("a{}", step.path), format!("b{}", step.path));
         let diff = TextDiff::from_lines(old_text, new_text);
         return write!(
@@ -161,11 +193,11 @@ fn write_change(
     }
     writeln!(
         f,
-        "  binary: {} sha256:{} -> {} sha256:{}",
+        "  content: {} {} -> {} {}",
         ByteSize(*size),
-        short(digest),
-        ByteSize(new.len() as u64),
-        short(new_digest)
+        blob.to_hex_with_len(12),
+        ByteSize(new_size),
+        new_blob.to_hex_with_len(12)
     )
 }
 
@@ -175,8 +207,4 @@ fn text(bytes: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(bytes).ok()
-}
-
-fn short(digest: &Sha256Digest) -> String {
-    hex::encode(&digest[..6])
 }

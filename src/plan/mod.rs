@@ -4,7 +4,7 @@
 //! # Inputs
 //!
 //! * [`Desired`]: one per path, `tree` entries already expanded into their files and
-//!   directories (`exact` directories), blob bytes already read.
+//!   directories (`exact` directories); file content named by its blob id.
 //! * [`Observation`]: what observe saw, by path. It holds every desired path (a path it lacks
 //!   counts as missing), every inventory path, everything below an `exact` directory or an
 //!   `absent` directory, and each ancestor of a desired path that is *not* a directory
@@ -36,11 +36,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::manifest::{Group, HostPath, Owner};
 
-pub use display::Stat;
+pub use display::{Stat, Texts, WithDiffs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -62,12 +60,16 @@ pub enum PlanError {
     },
 }
 
-/// A sha256 digest of file content.
-pub type Sha256Digest = [u8; 32];
+/// A file's content named as git names it: the id of the blob with those bytes. Desired
+/// content comes straight from the commit's tree and observed content from the inventory's
+/// stat cache, so planning a host that has not changed reads no file and no blob.
+pub type BlobId = gix::ObjectId;
 
-/// The sha256 of `bytes`.
-pub fn digest(bytes: &[u8]) -> Sha256Digest {
-    Sha256::digest(bytes).into()
+/// The blob id of `bytes`. Content crafted to collide in SHA-1 (detected by gix) gets the null
+/// id, which no desired blob has, so such a file is always rewritten.
+pub fn blob_id(bytes: &[u8]) -> BlobId {
+    gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, bytes)
+        .unwrap_or_else(|_| gix::ObjectId::null(gix::hash::Kind::Sha1))
 }
 
 /// One desired path.
@@ -82,8 +84,8 @@ pub struct Desired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DesiredKind {
     File {
-        bytes: Vec<u8>,
-        digest: Sha256Digest,
+        blob: BlobId,
+        size: u64,
         mode: u32,
         owner: Owner,
         group: Group,
@@ -102,12 +104,11 @@ pub enum DesiredKind {
 }
 
 impl DesiredKind {
-    /// A file whose digest is computed from `bytes`.
-    pub fn file(bytes: Vec<u8>, mode: u32, owner: Owner, group: Group) -> Self {
-        let digest = digest(&bytes);
+    /// A file with content `bytes`.
+    pub fn file(bytes: &[u8], mode: u32, owner: Owner, group: Group) -> Self {
         Self::File {
-            bytes,
-            digest,
+            blob: blob_id(bytes),
+            size: bytes.len() as u64,
             mode,
             owner,
             group,
@@ -120,13 +121,11 @@ impl DesiredKind {
 pub enum Observed {
     Missing,
     File {
-        digest: Sha256Digest,
+        blob: BlobId,
         size: u64,
         mode: u32,
         uid: u32,
         gid: u32,
-        /// The current bytes, when observe read them (for the diff); `None` shows sizes only.
-        bytes: Option<Vec<u8>>,
     },
     Directory {
         mode: u32,
@@ -180,8 +179,8 @@ pub enum Action {
     },
     /// Write the whole file (temp file, owner, mode, rename); `old` is what it replaces.
     Write {
-        bytes: Vec<u8>,
-        digest: Sha256Digest,
+        blob: BlobId,
+        size: u64,
         mode: u32,
         owner: Owner,
         group: Group,

@@ -26,7 +26,7 @@ fn file(path: &str, text: &str, mode: u32, restart: &[&str]) -> Desired {
     let (o, g) = owner(0, "root");
     Desired {
         path: p(path),
-        kind: DesiredKind::file(text.as_bytes().to_vec(), mode, o, g),
+        kind: DesiredKind::file(text.as_bytes(), mode, o, g),
         restart: restart.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
@@ -55,12 +55,11 @@ fn other(path: &str, kind: DesiredKind) -> Desired {
 
 fn seen_file(bytes: &[u8], mode: u32, uid: u32) -> Observed {
     Observed::File {
-        digest: digest(bytes),
+        blob: blob_id(bytes),
         size: bytes.len() as u64,
         mode,
         uid,
         gid: uid,
-        bytes: Some(bytes.to_vec()),
     }
 }
 
@@ -324,8 +323,19 @@ fn text_change_shows_a_unified_diff() -> TestResult {
     let new = "server b.example.com\nmakestep 1 3\n";
     let observed = observation(&[("/etc/chrony.conf", seen_file(old.as_bytes(), 0o644, 0))]);
     let plan = make(&[file("/etc/chrony.conf", new, 0o644, &[])], &observed, &[])?;
+    let texts: Texts = [(
+        p("/etc/chrony.conf"),
+        (Some(old.as_bytes().to_vec()), new.as_bytes().to_vec()),
+    )]
+    .into();
     assert_eq!(
-        plan.to_string(),
+        plan.rewrites()
+            .map(|(p, _)| p.to_string())
+            .collect::<Vec<_>>(),
+        ["/etc/chrony.conf"]
+    );
+    assert_eq!(
+        plan.with_diffs(&texts).to_string(),
         "~ write /etc/chrony.conf (0644 root:root, 34 B)\n\
          --- a/etc/chrony.conf\n\
          +++ b/etc/chrony.conf\n\
@@ -344,9 +354,9 @@ fn binary_change_shows_sizes_and_hashes() -> TestResult {
     let plan = make(&[file("/opt/blob", new, 0o644, &[])], &observed, &[])?;
     let text = plan.to_string();
     let want = format!(
-        "~ write /opt/blob (0644 root:root, 7 B)\n  binary: 5 B sha256:{} -> 7 B sha256:{}\n",
-        hex::encode(&digest(old)[..6]),
-        hex::encode(&digest(new.as_bytes())[..6])
+        "~ write /opt/blob (0644 root:root, 7 B)\n  content: 5 B {} -> 7 B {}\n",
+        blob_id(old).to_hex_with_len(12),
+        blob_id(new.as_bytes()).to_hex_with_len(12)
     );
     assert_eq!(text, want);
     Ok(())
