@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::apply::{self, ApplyError, Goal};
 use crate::config::{self, Config};
 use crate::intake::{self, IntakeError};
 use crate::status;
@@ -47,12 +48,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the trusted commit, cached and rejected bundles
+    /// Show the trusted and deployed commits, drift, cached and rejected bundles
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Show what apply would change, as a diff; exit 1 when the host has drifted
+    Plan {
+        /// Only count what would be created, changed and removed
+        #[arg(long)]
+        stat: bool,
+    },
+    /// Make the host match the newest trusted commit
+    Apply,
+    /// Go back to the previous successful deployment (the commit left is marked bad)
+    Rollback,
+    /// List deployments and the drift repairs they made
+    History {
+        #[arg(long)]
+        json: bool,
+        /// How many deployments to list
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
+
+/// Test hook: abort `apply` after this many steps, to prove crash safety.
+const FAULT_ENV: &str = "OUTPOST_FAULT_AFTER_STEPS";
 
 /// A failed command and the exit code it earns.
 enum Failure {
@@ -138,6 +160,10 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             print_report(&report, *json)?;
             Ok(exit_for(report.outcome.is_refused()))
         }
+        Command::Plan { stat } => run_plan(&config, *stat),
+        Command::Apply => run_apply(&config, Goal::Newest),
+        Command::Rollback => run_apply(&config, Goal::Rollback),
+        Command::History { json, limit } => run_history(&config, *json, *limit),
         Command::Status { json } => {
             let status = status::gather(&config).map_err(|e| match e {
                 StoreError::Newer { .. } => Failure::Usage(e.into()),
@@ -154,6 +180,86 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Config-like problems (a bad manifest, nothing to plan) are usage errors for `plan`.
+fn plan_failure(e: ApplyError) -> Failure {
+    match e {
+        ApplyError::Store(StoreError::Newer { .. })
+        | ApplyError::NothingTrusted
+        | ApplyError::Manifest { .. }
+        | ApplyError::Plan { .. } => Failure::Usage(e.into()),
+        e => Failure::Failed(e.into()),
+    }
+}
+
+fn apply_failure(e: ApplyError) -> Failure {
+    match e {
+        ApplyError::Store(StoreError::Newer { .. }) => Failure::Usage(e.into()),
+        e => Failure::Failed(e.into()),
+    }
+}
+
+fn run_plan(config: &Config, stat: bool) -> Result<ExitCode, Failure> {
+    let (planned, texts) = apply::plan(config).map_err(plan_failure)?;
+    if let Some(note) = &planned.note {
+        eprintln!("outpost: {note}");
+    }
+    let commit = planned.commit;
+    if planned.plan.is_empty() {
+        say(&format!("no changes: the host matches {commit}\n"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if stat {
+        say(&format!("{}\n", planned.plan.stat()));
+    } else {
+        say(&planned.plan.with_diffs(&texts).to_string());
+    }
+    Ok(ExitCode::from(1))
+}
+
+fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
+    let fault = std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok());
+    let applied = apply::apply(config, goal, fault).map_err(apply_failure)?;
+    if let Some(note) = &applied.note {
+        eprintln!("outpost: {note}");
+    }
+    let commit = &applied.commit;
+    if applied.kind == "none" {
+        say(&format!("no changes: the host matches {commit}\n"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let repairs = match applied.repairs {
+        0 => String::new(),
+        n => format!(", {n} drifted paths repaired"),
+    };
+    let verb = if goal == Goal::Rollback {
+        "rolled back to"
+    } else {
+        "applied"
+    };
+    say(&format!(
+        "{}{verb} {commit}: {} steps{repairs}\n",
+        applied.shown, applied.steps
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_history(config: &Config, json: bool, limit: usize) -> Result<ExitCode, Failure> {
+    let history = crate::status::history(config, limit).map_err(|e| Failure::Failed(e.into()))?;
+    if json {
+        let text = serde_json::to_string_pretty(&history)
+            .context("cannot encode history")
+            .map_err(Failure::Failed)?;
+        say(&format!("{text}\n"));
+    } else if history.is_empty() {
+        say("no deployments yet\n");
+    } else {
+        for entry in &history {
+            say(&entry.to_string());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_report(report: &intake::Report, json: bool) -> Result<(), Failure> {

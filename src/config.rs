@@ -95,6 +95,10 @@ pub struct ApplyConfig {
     pub allowed_paths: Vec<PathBuf>,
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
     pub health_timeout: Duration,
+    /// Give written paths the manifest's owner and group. `false`: they belong to the user
+    /// running outpost (rootless test and demo hosts).
+    #[serde(default = "default_true")]
+    pub set_owner: bool,
 }
 
 fn default_root() -> PathBuf {
@@ -120,6 +124,9 @@ fn default_allowed_paths() -> Vec<PathBuf> {
         .into_iter()
         .map(PathBuf::from)
         .collect()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_health_timeout() -> Duration {
     Duration::from_secs(60)
@@ -158,6 +165,7 @@ impl Default for ApplyConfig {
             interval: default_apply_interval(),
             allowed_paths: default_allowed_paths(),
             health_timeout: default_health_timeout(),
+            set_owner: true,
         }
     }
 }

@@ -3,10 +3,10 @@
 //! # Data flow
 //!
 //! ```text
-//!  bundle file / stick ─> intake ─> trust ─> repo + store ─> status
-//!                         (stage,   (SSHSIG   (objects/,      (read-only
-//!                          hash)     of file   outpost.db,     view)
-//!                                    and tip)  floor mirror)
+//!  bundle file / stick ─> intake ─> trust ─> repo + store ─> manifest ─> plan ─> apply ─> host
+//!                         (stage,   (SSHSIG   (objects/,      (this       (pure)  (journal,
+//!                          hash)     of file   outpost.db,     host's             files,
+//!                                    and tip)  floor mirror)   entries)           inventory)
 //! ```
 //!
 //! A bundle is copied once into private staging while it is hashed (sha256 for its identity,
@@ -33,6 +33,9 @@
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
 //! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
+//! * [`apply`] — a reconcile cycle: target commit, desired paths, observe (stat cache), plan,
+//!   journal, execute through [`apply::fs`] (the only code writing under the host root),
+//!   inventory; `rollback`; recovery of an interrupted deployment.
 //! * [`status`] — what `outpost status` reports, as a serde type.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
 //!
@@ -46,8 +49,13 @@
 //!   is refused unless `trust.allow_rewind`, and the time floor only grows.
 //! * Nothing depends on the wall clock for trust decisions: key validity is judged against the
 //!   time floor (the newest accepted committer time).
-//! * `verify` and `status` write nothing to the state dir.
+//! * `verify`, `plan` and `status` write nothing to the state dir or the host.
+//! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
+//!   and it never follows a symlink on a host path.
+//! * A deployment is journalled before its first host change; every file is replaced
+//!   atomically, so after a crash each managed file is entirely old or new.
 
+pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod config;

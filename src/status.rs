@@ -22,8 +22,12 @@ pub struct Status {
     pub host: String,
     pub state_dir: PathBuf,
     pub trusted: Option<Trusted>,
-    /// The deployed commit; null until a deployment is applied.
-    pub deployed: Option<serde_json::Value>,
+    /// The newest successful deployment; null until one is applied.
+    pub deployed: Option<Deployed>,
+    /// The newest deployment when it did not succeed (failed or interrupted).
+    pub last_failure: Option<Failure>,
+    /// What `outpost plan` would change now; null until a deployment is applied.
+    pub drift: Option<Drift>,
     pub bundles: Vec<Bundle>,
     pub rejected: Vec<Rejected>,
 }
@@ -38,6 +42,33 @@ pub struct Trusted {
     /// The time floor: newest accepted committer time.
     pub floor: String,
     pub accepted_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deployed {
+    pub commit: String,
+    pub signer: Option<String>,
+    pub applied_at: Option<String>,
+    pub result: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub commit: String,
+    pub result: String,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+/// Drift of the host from the deployed state, or why it could not be checked.
+#[derive(Debug, Serialize)]
+pub struct Drift {
+    pub drifted: bool,
+    pub create: usize,
+    pub change: usize,
+    pub remove: usize,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,11 +124,18 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         Some(s) => (s.cached_bundles()?, s.rejections(REJECTED_SHOWN)?),
         None => (Vec::new(), Vec::new()),
     };
+    let (deployed, last_failure) = match &store {
+        Some(s) => deployments(s)?,
+        None => (None, None),
+    };
+    let drift = deployed.as_ref().map(|_| drift(config));
     Ok(Status {
         host: config.host_name().to_owned(),
         state_dir: dir.clone(),
         trusted,
-        deployed: None,
+        deployed,
+        last_failure,
+        drift,
         bundles: bundles
             .into_iter()
             .map(|b| Bundle {
@@ -120,6 +158,121 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
             })
             .collect(),
     })
+}
+
+fn deployments(store: &Store) -> Result<(Option<Deployed>, Option<Failure>), StoreError> {
+    let deployed = store.deployed()?.map(|d| Deployed {
+        applied_at: d.finished.map(rfc3339),
+        commit: d.commit,
+        signer: d.signer,
+        result: d.result,
+        kind: d.kind,
+    });
+    let failure = store
+        .deployments(1)?
+        .into_iter()
+        .find(|d| d.result != "success")
+        .map(|d| Failure {
+            at: rfc3339(d.finished.unwrap_or(d.started)),
+            commit: d.commit,
+            result: d.result,
+            error: d.error,
+        });
+    Ok((deployed, failure))
+}
+
+/// Plans read-only against the host to tell whether it drifted.
+fn drift(config: &Config) -> Drift {
+    match crate::apply::plan(config) {
+        Ok((planned, _)) => {
+            let stat = planned.plan.stat();
+            Drift {
+                drifted: !planned.plan.is_empty(),
+                create: stat.create,
+                change: stat.change,
+                remove: stat.remove,
+                error: None,
+            }
+        }
+        Err(e) => Drift {
+            drifted: false,
+            create: 0,
+            change: 0,
+            remove: 0,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// A deployment with the drift repairs, prunes and restores it made.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub deployment: crate::store::Deployment,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub events: Vec<HistoryEvent>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEvent {
+    pub kind: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// The newest `limit` deployments, newest first.
+pub fn history(config: &Config, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+    let Some(store) = Store::open_read_only(&config.state.dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for d in store.deployments(limit)? {
+        let events = store
+            .deployment_events(d.id)?
+            .into_iter()
+            .map(|(kind, path, message)| HistoryEvent {
+                kind,
+                path,
+                message,
+            })
+            .collect();
+        out.push(HistoryEntry {
+            started_at: rfc3339(d.started),
+            finished_at: d.finished.map(rfc3339),
+            deployment: d,
+            events,
+        });
+    }
+    Ok(out)
+}
+
+impl fmt::Display for HistoryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.deployment;
+        let signer = d.signer.as_deref().unwrap_or("unknown signer");
+        write!(
+            f,
+            "#{:<4} {}  {:<8} {:<11} {}  {signer}  {} steps",
+            d.id,
+            self.started_at,
+            d.kind,
+            d.result,
+            short(&d.commit),
+            d.steps
+        )?;
+        if d.repairs > 0 {
+            write!(f, ", {} drift repairs", d.repairs)?;
+        }
+        writeln!(f)?;
+        if let Some(error) = &d.error {
+            writeln!(f, "      error: {error}")?;
+        }
+        for e in &self.events {
+            writeln!(f, "      {}: {}", e.kind, e.path)?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Status {
@@ -149,7 +302,33 @@ impl fmt::Display for Status {
                 "trusted   nothing yet; import a signed bundle with `outpost import FILE`"
             )?,
         }
-        writeln!(f, "deployed  nothing yet")?;
+        match &self.deployed {
+            Some(d) => {
+                let at = d.applied_at.as_deref().unwrap_or("-");
+                writeln!(f, "deployed  {} ({}, {at})", d.commit, d.kind)?;
+            }
+            None => writeln!(f, "deployed  nothing yet; run `outpost apply`")?,
+        }
+        if let Some(fail) = &self.last_failure {
+            let error = fail.error.as_deref().unwrap_or("");
+            writeln!(
+                f,
+                "          last deployment {} of {} at {}: {error}",
+                fail.result,
+                short(&fail.commit),
+                fail.at
+            )?;
+        }
+        match &self.drift {
+            Some(Drift { error: Some(e), .. }) => writeln!(f, "drift     unknown: {e}")?,
+            Some(d) if d.drifted => writeln!(
+                f,
+                "drift     {} to create, {} to change, {} to remove; `outpost plan` shows them",
+                d.create, d.change, d.remove
+            )?,
+            Some(_) => writeln!(f, "drift     none")?,
+            None => {}
+        }
         let total: u64 = self.bundles.iter().map(|b| b.size).sum();
         writeln!(
             f,

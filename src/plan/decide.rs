@@ -19,14 +19,17 @@ struct Builder<'a> {
     remove: Vec<Step>,
     prune: Vec<Step>,
     restart: BTreeSet<String>,
+    parent_owner: (Owner, Group),
 }
 
 pub fn make(
     desired: &[Desired],
     observed: &Observation,
     previous: &[Managed],
+    parent_owner: Option<(Owner, Group)>,
 ) -> Result<Plan, PlanError> {
     let mut b = Builder {
+        parent_owner: parent_owner.unwrap_or_else(|| (root_owner(), root_group())),
         observed,
         desired: desired.iter().map(|d| (&d.path, d)).collect(),
         create: Vec::new(),
@@ -81,8 +84,8 @@ impl<'a> Builder<'a> {
                     if !self.create.iter().any(|s| s.path == parent) {
                         let action = Action::CreateDirectory {
                             mode: 0o755,
-                            owner: root_owner(),
-                            group: root_group(),
+                            owner: self.parent_owner.0.clone(),
+                            group: self.parent_owner.1.clone(),
                         };
                         Self::step(&mut self.create, &parent, action, Reason::Parent);
                     }
@@ -211,7 +214,8 @@ impl<'a> Builder<'a> {
         owner: &Owner,
         group: &Group,
     ) {
-        if (uid, gid) != (owner.uid, group.gid) {
+        let chown = (uid, gid) != (owner.uid, group.gid);
+        if chown {
             let action = Action::Chown {
                 from: (uid, gid),
                 owner: owner.clone(),
@@ -219,7 +223,8 @@ impl<'a> Builder<'a> {
             };
             Self::step(&mut self.change, path, action, Reason::Drifted);
         }
-        if mode != want {
+        // A chown clears setuid and setgid: set such a mode again after it.
+        if mode != want || (chown && want & 0o6000 != 0) {
             let action = Action::Chmod {
                 from: mode,
                 to: want,

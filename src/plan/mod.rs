@@ -245,5 +245,15 @@ pub fn make(
     observed: &Observation,
     previous: &[Managed],
 ) -> Result<Plan, PlanError> {
-    decide::make(desired, observed, previous)
+    decide::make(desired, observed, previous, None)
+}
+
+/// [`make`], with the owner of parent directories no entry declares (default `root:root`).
+pub fn make_with_parent_owner(
+    desired: &[Desired],
+    observed: &Observation,
+    previous: &[Managed],
+    parent_owner: (Owner, Group),
+) -> Result<Plan, PlanError> {
+    decide::make(desired, observed, previous, Some(parent_owner))
 }

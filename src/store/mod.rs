@@ -5,7 +5,10 @@
 //! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
 //! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory.
 
+mod deploy;
 pub mod floor;
+
+pub use deploy::{DeployEvent, Deployment, Finish, InventoryRow, Original, StatCache};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,8 +21,9 @@ const DB_FILE: &str = "outpost.db";
 const CHUNK: usize = 4 << 20;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: &[M] = &[M::up(
-    "CREATE TABLE bundles (
+const MIGRATIONS: &[M] = &[
+    M::up(
+        "CREATE TABLE bundles (
         id INTEGER PRIMARY KEY,
         sha256 TEXT,
         size INTEGER,
@@ -63,7 +67,9 @@ const MIGRATIONS: &[M] = &[M::up(
         fingerprint TEXT NOT NULL,
         accepted_at INTEGER NOT NULL
     );",
-)];
+    ),
+    M::up(deploy::MIGRATION),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -182,11 +188,11 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -658,7 +664,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 1)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 2)"),
             "{msg}"
         );
         Ok(())

@@ -1,0 +1,129 @@
+//! The manifest's entries as the planner wants them: one [`Desired`] per host path, `tree`
+//! entries expanded into exact directories and their files, content named by blob id.
+
+use std::collections::BTreeMap;
+
+use crate::manifest::{Entry, EntryKind, Group, HostPath, Manifest, Owner};
+use crate::plan::{Desired, DesiredKind};
+
+/// Who owns what outpost writes when the manifest's owners are not applied (`apply.set_owner
+/// = false`): the user running outpost.
+#[derive(Debug, Clone)]
+pub struct OwnerOverride {
+    pub owner: Owner,
+    pub group: Group,
+}
+
+/// Expands the manifest into desired paths, sorted by path. An entry of its own wins over a
+/// tree's file or directory at the same path; a `directory` entry inside a tree stays exact.
+pub fn expand(manifest: &Manifest, owners: Option<&OwnerOverride>) -> Vec<Desired> {
+    let trees: Vec<&HostPath> = manifest
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Tree { .. }))
+        .map(|e| &e.path)
+        .collect();
+    let mut out: BTreeMap<HostPath, Desired> = BTreeMap::new();
+    for entry in manifest
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, EntryKind::Tree { .. }))
+    {
+        let inside_tree = trees.iter().any(|t| entry.path.is_below(t));
+        out.insert(entry.path.clone(), single(entry, inside_tree, owners));
+    }
+    for entry in &manifest.entries {
+        for d in tree(entry, owners) {
+            out.entry(d.path.clone()).or_insert(d);
+        }
+    }
+    out.into_values().collect()
+}
+
+fn owned(owner: &Owner, group: &Group, owners: Option<&OwnerOverride>) -> (Owner, Group) {
+    match owners {
+        Some(o) => (o.owner.clone(), o.group.clone()),
+        None => (owner.clone(), group.clone()),
+    }
+}
+
+fn single(entry: &Entry, inside_tree: bool, owners: Option<&OwnerOverride>) -> Desired {
+    let kind = match &entry.kind {
+        EntryKind::File {
+            content,
+            mode,
+            owner,
+            group,
+        } => {
+            let (owner, group) = owned(owner, group, owners);
+            DesiredKind::File {
+                blob: content.oid,
+                size: content.size,
+                mode: *mode,
+                owner,
+                group,
+            }
+        }
+        EntryKind::Directory { mode, owner, group } => {
+            let (owner, group) = owned(owner, group, owners);
+            DesiredKind::Directory {
+                mode: *mode,
+                owner,
+                group,
+                exact: inside_tree,
+            }
+        }
+        EntryKind::Symlink { target } => DesiredKind::Symlink {
+            target: target.clone(),
+        },
+        EntryKind::Absent | EntryKind::Tree { .. } => DesiredKind::Absent,
+    };
+    Desired {
+        path: entry.path.clone(),
+        kind,
+        restart: entry.restart.clone(),
+    }
+}
+
+/// A tree entry's root, directories and files; nothing for other entries.
+fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
+    let EntryKind::Tree {
+        files,
+        dirs,
+        dir_mode,
+        owner,
+        group,
+    } = &entry.kind
+    else {
+        return Vec::new();
+    };
+    let (owner, group) = owned(owner, group, owners);
+    let at = |rel: &std::path::Path| {
+        HostPath::parse(entry.path.as_path().join(rel))
+            .expect("tree paths are checked by the manifest")
+    };
+    let dir = |path: HostPath| Desired {
+        path,
+        kind: DesiredKind::Directory {
+            mode: *dir_mode,
+            owner: owner.clone(),
+            group: group.clone(),
+            exact: true,
+        },
+        restart: entry.restart.clone(),
+    };
+    let mut out = vec![dir(entry.path.clone())];
+    out.extend(dirs.iter().map(|d| dir(at(d))));
+    out.extend(files.iter().map(|f| Desired {
+        path: at(&f.path),
+        kind: DesiredKind::File {
+            blob: f.content.oid,
+            size: f.content.size,
+            mode: f.mode,
+            owner: owner.clone(),
+            group: group.clone(),
+        },
+        restart: entry.restart.clone(),
+    }));
+    out
+}

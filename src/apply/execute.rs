@@ -1,0 +1,458 @@
+//! Executing a plan: the journal, the steps, the directory syncs, the new inventory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gix::ObjectId;
+
+use super::fs::{HostFs, Kind, Stat};
+use super::observe::{self, Seen};
+use super::{Applied, ApplyError, Cycle, Goal, now_ns};
+use crate::manifest::HostPath;
+use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
+use crate::repo::ObjectStore;
+use crate::store::{DeployEvent, Finish, InventoryRow, Original, Store};
+
+/// Finishes what an interrupted deployment left: its temp files go, it is marked interrupted.
+pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
+    let Some((_, commit, paths)) = store.interrupted_deployment()? else {
+        return Ok(());
+    };
+    let dirs: BTreeSet<HostPath> = paths
+        .iter()
+        .filter_map(|p| HostPath::parse(p).ok()?.parent())
+        .collect();
+    let mut removed = 0;
+    for dir in &dirs {
+        match fs.remove_temp_files(dir) {
+            Ok(n) => removed += n,
+            Err(e) => tracing::debug!(dir = %dir, error = %e, "no temp files removed"),
+        }
+    }
+    let message = format!(
+        "the deployment of {commit} was interrupted; {removed} temp files removed, converging again"
+    );
+    tracing::warn!("{message}");
+    store.mark_interrupted(&message)?;
+    Ok(())
+}
+
+/// The bytes of a blob from the object store.
+pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Vec<u8>, ApplyError> {
+    let object = objects
+        .repo()
+        .find_object(blob)
+        .map_err(|e| ApplyError::ReadBlob {
+            blob,
+            path: path.clone(),
+            message: e.probable_cause().to_string(),
+        })?;
+    Ok(object.data.clone())
+}
+
+/// Journals and executes the cycle's plan, then records the new inventory.
+pub fn run(
+    store: &Store,
+    objects: &ObjectStore,
+    fs: &mut HostFs,
+    cycle: Cycle,
+    goal: Goal,
+    fault_after: Option<usize>,
+) -> Result<Applied, ApplyError> {
+    let Cycle {
+        planned,
+        desired,
+        seen,
+        managed,
+        originals,
+        previous,
+    } = cycle;
+    let commit = planned.commit.to_string();
+    let same = planned.deployed.as_deref() == Some(commit.as_str());
+    let kind = match goal {
+        Goal::Rollback => "rollback",
+        Goal::Newest if same => "repair",
+        Goal::Newest => "apply",
+    };
+    let plan = planned.plan;
+    let shown = plan.to_string();
+    if plan.is_empty() && same {
+        if !seen.confirmed.is_empty() {
+            store.refresh_stat_cache(&seen.confirmed)?;
+        }
+        return Ok(Applied {
+            commit,
+            kind: "none".into(),
+            steps: 0,
+            repairs: 0,
+            note: planned.note,
+            shown,
+        });
+    }
+    preflight(fs, &plan)?;
+    let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
+    let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
+    let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
+    let journal: Vec<(String, String)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.path.to_string(), s.to_string()))
+        .collect();
+    let id = store.begin_deployment(&commit, kind, &journal, &to_keep)?;
+
+    let mut written: BTreeMap<HostPath, Stat> = BTreeMap::new();
+    let mut done: BTreeSet<HostPath> = BTreeSet::new();
+    let mut dirs: BTreeSet<Option<HostPath>> = BTreeSet::new();
+    for (n, step) in plan.steps.iter().enumerate() {
+        if fault_after == Some(n) {
+            // Test hook: a crash at an exact point of the deployment.
+            std::process::abort();
+        }
+        match execute(fs, objects, store, step) {
+            Ok(stat) => {
+                if let Some(stat) = stat {
+                    written.insert(step.path.clone(), stat);
+                }
+                done.insert(step.path.clone());
+                dirs.insert(step.path.parent());
+            }
+            Err(e) => {
+                let error = format!("{}: {e}", step.path);
+                let inventory = partial_inventory(store, &desired, &done, &plan)?;
+                let finish = Finish {
+                    result: "failed",
+                    error: Some(&error),
+                    inventory: &inventory,
+                    restored: &[],
+                    events: &[],
+                    repairs: 0,
+                };
+                store.finish_deployment(id, &finish)?;
+                return Err(e);
+            }
+        }
+    }
+    for dir in &dirs {
+        fs.sync_dir(dir.as_ref())?;
+    }
+    let now = now_ns();
+    let inventory = inventory(&desired, &seen, &written, now);
+    let restored: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| {
+            matches!(s.action, Action::Restore)
+                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
+        })
+        .map(|s| s.path.to_string())
+        .collect();
+    let drifted = drifted(&previous, &seen);
+    let events = events(&plan, &commit, &drifted);
+    let repairs = plan
+        .steps
+        .iter()
+        .filter(|s| drifted.contains(&s.path))
+        .map(|s| &s.path)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let finish = Finish {
+        result: "success",
+        error: None,
+        inventory: &inventory,
+        restored: &restored,
+        events: &events,
+        repairs: repairs as u64,
+    };
+    store.finish_deployment(id, &finish)?;
+    Ok(Applied {
+        commit,
+        kind: kind.into(),
+        steps: plan.steps.len(),
+        repairs,
+        note: planned.note,
+        shown,
+    })
+}
+
+/// Refuses, before any change, a plan that writes into a read-only filesystem.
+fn preflight(fs: &mut HostFs, plan: &Plan) -> Result<(), ApplyError> {
+    let mut checked = BTreeSet::new();
+    for step in &plan.steps {
+        let Some(parent) = step.path.parent() else {
+            continue;
+        };
+        if checked.insert(parent) && fs.read_only(&step.path)? {
+            return Err(ApplyError::ReadOnly {
+                path: step.path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What is at each path the plan changes that outpost does not manage yet and has not kept.
+fn capture_originals(
+    fs: &mut HostFs,
+    plan: &Plan,
+    seen: &Seen,
+    managed: &BTreeSet<&HostPath>,
+    kept: &BTreeSet<&str>,
+) -> Result<Vec<Original>, ApplyError> {
+    let mut out: Vec<Original> = Vec::new();
+    for step in &plan.steps {
+        if matches!(
+            step.reason,
+            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned
+        ) || managed.contains(&step.path)
+            || kept.contains(step.path.to_string().as_str())
+            || out.last().is_some_and(|o| o.path == step.path.to_string())
+        {
+            continue;
+        }
+        let path = step.path.to_string();
+        let original = match seen.observation.get(&step.path) {
+            Some(Observed::File { mode, uid, gid, .. }) => Original {
+                path,
+                kind: "file".into(),
+                bytes: Some(fs.read(&step.path, observe::MAX_HASHED)?),
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                target: None,
+            },
+            Some(Observed::Symlink { target }) => Original {
+                path,
+                kind: "symlink".into(),
+                bytes: None,
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                target: Some(target.display().to_string()),
+            },
+            Some(Observed::Directory { mode, uid, gid }) => Original {
+                path,
+                kind: "directory".into(),
+                bytes: None,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                target: None,
+            },
+            _ => continue,
+        };
+        out.push(original);
+    }
+    Ok(out)
+}
+
+/// Executes one step; a written file's stat data comes back for the inventory.
+fn execute(
+    fs: &mut HostFs,
+    objects: &ObjectStore,
+    store: &Store,
+    step: &Step,
+) -> Result<Option<Stat>, ApplyError> {
+    let path = &step.path;
+    match &step.action {
+        Action::CreateDirectory { mode, owner, group } => {
+            fs.create_dir(path, *mode, Some((owner.uid, group.gid)))?
+        }
+        Action::Write {
+            blob: id,
+            mode,
+            owner,
+            group,
+            ..
+        } => {
+            let bytes = blob(objects, *id, path)?;
+            return Ok(Some(fs.write_file(
+                path,
+                &bytes,
+                *mode,
+                Some((owner.uid, group.gid)),
+            )?));
+        }
+        Action::Chmod { to, .. } => fs.set_mode(path, *to)?,
+        Action::Chown { owner, group, .. } => fs.set_owner(path, owner.uid, group.gid)?,
+        Action::Symlink { target, .. } => fs.symlink(path, target)?,
+        Action::Remove { .. } => {
+            if !fs.remove(path)? {
+                tracing::warn!(path = %path, "directory not empty: left in place");
+            }
+        }
+        Action::Restore => restore(fs, store, path)?,
+    }
+    Ok(None)
+}
+
+/// Puts back what was at `path` before outpost took it over.
+fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<(), ApplyError> {
+    let Some(original) = store.original(&path.to_string())? else {
+        return Ok(());
+    };
+    let owner = Some((original.uid, original.gid));
+    match (original.kind.as_str(), &original.bytes, &original.target) {
+        ("file", Some(bytes), _) => {
+            fs.write_file(path, bytes, original.mode, owner)?;
+        }
+        ("symlink", _, Some(target)) => fs.symlink(path, std::path::Path::new(target))?,
+        ("directory", _, _) => {
+            if fs.stat(path)?.is_some_and(|s| s.kind == Kind::Directory) {
+                fs.set_owner(path, original.uid, original.gid)?;
+                fs.set_mode(path, original.mode)?;
+            } else {
+                fs.create_dir(path, original.mode, owner)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The inventory after a successful deployment: every desired path as it now is.
+fn inventory(
+    desired: &[Desired],
+    seen: &Seen,
+    written: &BTreeMap<HostPath, Stat>,
+    now: i64,
+) -> Vec<InventoryRow> {
+    desired
+        .iter()
+        .map(|d| {
+            let mut row = row_of(d);
+            let stat = written
+                .get(&d.path)
+                .or_else(|| seen.files.get(&d.path).map(|(s, _)| s));
+            row.stat = stat
+                .filter(|s| observe::settled(s, now))
+                .map(|s| observe::cache_of(s, now));
+            row
+        })
+        .collect()
+}
+
+/// The inventory after a failed deployment: the previous one, with the paths whose steps were
+/// done as the manifest wants them and pruned paths gone.
+fn partial_inventory(
+    store: &Store,
+    desired: &[Desired],
+    done: &BTreeSet<HostPath>,
+    plan: &Plan,
+) -> Result<Vec<InventoryRow>, ApplyError> {
+    let mut rows: BTreeMap<String, InventoryRow> = store
+        .inventory()?
+        .into_iter()
+        .map(|r| (r.path.clone(), r))
+        .collect();
+    for d in desired.iter().filter(|d| done.contains(&d.path)) {
+        rows.insert(d.path.to_string(), row_of(d));
+    }
+    for step in plan
+        .steps
+        .iter()
+        .filter(|s| s.reason == Reason::Pruned && done.contains(&s.path))
+    {
+        rows.remove(&step.path.to_string());
+    }
+    Ok(rows.into_values().collect())
+}
+
+fn row_of(d: &Desired) -> InventoryRow {
+    let mut row = InventoryRow {
+        path: d.path.to_string(),
+        kind: String::new(),
+        blob: None,
+        mode: None,
+        uid: None,
+        gid: None,
+        target: None,
+        stat: None,
+    };
+    match &d.kind {
+        DesiredKind::File {
+            blob,
+            mode,
+            owner,
+            group,
+            ..
+        } => {
+            row.kind = "file".into();
+            row.blob = Some(blob.to_string());
+            (row.mode, row.uid, row.gid) = (Some(*mode), Some(owner.uid), Some(group.gid));
+        }
+        DesiredKind::Directory {
+            mode, owner, group, ..
+        } => {
+            row.kind = "directory".into();
+            (row.mode, row.uid, row.gid) = (Some(*mode), Some(owner.uid), Some(group.gid));
+        }
+        DesiredKind::Symlink { target } => {
+            row.kind = "symlink".into();
+            row.target = Some(target.display().to_string());
+        }
+        DesiredKind::Absent => row.kind = "absent".into(),
+    }
+    row
+}
+
+/// The managed paths that are no longer as the last deployment left them: edited, chmodded,
+/// replaced or removed by someone else.
+fn drifted(previous: &[InventoryRow], seen: &Seen) -> BTreeSet<HostPath> {
+    let mut out = BTreeSet::new();
+    for row in previous {
+        let Ok(path) = HostPath::parse(&row.path) else {
+            continue;
+        };
+        let attrs = |mode: &u32, uid: &u32, gid: &u32| {
+            row.mode.is_some_and(|m| m != *mode)
+                || row.uid.is_some_and(|u| u != *uid)
+                || row.gid.is_some_and(|g| g != *gid)
+        };
+        let changed = match (row.kind.as_str(), seen.observation.get(&path)) {
+            ("absent", None | Some(Observed::Missing)) => false,
+            ("absent", Some(_)) | (_, None | Some(Observed::Missing)) => true,
+            (
+                "file",
+                Some(Observed::File {
+                    blob,
+                    mode,
+                    uid,
+                    gid,
+                    ..
+                }),
+            ) => {
+                // A file no longer wanted as a file is not hashed (null id): only its attributes count.
+                (!blob.is_null() && row.blob.as_deref() != Some(blob.to_string().as_str()))
+                    || attrs(mode, uid, gid)
+            }
+            ("directory", Some(Observed::Directory { mode, uid, gid })) => attrs(mode, uid, gid),
+            ("symlink", Some(Observed::Symlink { target })) => {
+                row.target.as_deref() != Some(target.display().to_string().as_str())
+            }
+            _ => true,
+        };
+        if changed {
+            out.insert(path);
+        }
+    }
+    out
+}
+
+/// The audit events of a deployment: drift repairs, prunes and restores, each naming the path
+/// and the commit.
+fn events(plan: &Plan, commit: &str, drifted: &BTreeSet<HostPath>) -> Vec<DeployEvent> {
+    let mut out = Vec::new();
+    for step in &plan.steps {
+        let (kind, what) = match (&step.reason, &step.action) {
+            (_, Action::Restore) => ("restored", "original restored"),
+            (Reason::Pruned, _) => ("pruned", "pruned"),
+            _ if drifted.contains(&step.path) => ("drift-repaired", "drift repaired"),
+            _ => continue,
+        };
+        out.push(DeployEvent {
+            kind,
+            path: step.path.to_string(),
+            message: format!("{what}: {step} (commit {commit})"),
+        });
+    }
+    out
+}

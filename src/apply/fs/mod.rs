@@ -1,0 +1,790 @@
+//! The host filesystem under the host root: the only code in outpost that touches it.
+//!
+//! The root is opened once. A host path's directories are resolved beneath it with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, so a symlink
+//! anywhere above a host path is an error, never followed, and nothing outside the root is
+//! reached. The last component is then handled by a single name relative to the open parent
+//! directory, with calls that do not follow a symlink there (`AT_SYMLINK_NOFOLLOW`,
+//! `O_NOFOLLOW`, or by nature: unlinkat, renameat, symlinkat, mkdirat, readlinkat).
+//!
+//! Open directories are cached (at most [`MAX_CACHED_DIRS`]), so a pass over 10,000 files
+//! resolves each directory once and stats each file with one `fstatat`. The cache assumes no
+//! one else renames or replaces directories under the root while a [`HostFs`] lives: open one
+//! per reconcile pass, not one per daemon.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::sys::statvfs::{FsFlags, fstatvfs};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, fsync, symlinkat, unlinkat};
+
+use crate::manifest::HostPath;
+
+/// How many open directories a [`HostFs`] keeps.
+pub const MAX_CACHED_DIRS: usize = 256;
+
+/// Names starting with this are outpost's temporary files; see [`HostFs::remove_temp_files`].
+pub const TEMP_PREFIX: &str = ".outpost-tmp.";
+
+/// Longest file name Linux filesystems take.
+const NAME_MAX: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("cannot open host root {root}; check host.root in the config")]
+    OpenRoot { root: PathBuf, source: Errno },
+    #[error("the kernel cannot resolve paths safely (openat2 needs Linux 5.6 or newer)")]
+    Openat2Unsupported { source: Errno },
+    #[error("{path} is below a symlink, which outpost never follows; make it a real directory")]
+    SymlinkInPath { path: HostPath },
+    #[error("a path component above {path} is not a directory")]
+    ParentNotDirectory { path: HostPath },
+    #[error("the directory holding {path} does not exist; declare it in the manifest")]
+    ParentMissing { path: HostPath },
+    #[error("cannot open a directory above {path}")]
+    OpenParent { path: HostPath, source: Errno },
+    #[error("cannot stat {path}")]
+    Stat { path: HostPath, source: Errno },
+    #[error("cannot read {path}")]
+    Read { path: HostPath, source: Errno },
+    #[error("{path} is not a regular file")]
+    NotRegularFile { path: HostPath },
+    #[error("{path} is larger than {max} bytes")]
+    TooLarge { path: HostPath, max: u64 },
+    #[error("cannot read symlink {path}")]
+    ReadLink { path: HostPath, source: Errno },
+    #[error("cannot list directory {path}")]
+    List { path: HostPath, source: Errno },
+    #[error("{path} is a directory; remove it or change the manifest")]
+    IsDirectory { path: HostPath },
+    #[error("{path} is a mount point; unmount it or change the manifest")]
+    MountPoint { path: HostPath },
+    #[error("{path} is a symlink and outpost never follows one")]
+    IsSymlink { path: HostPath },
+    #[error("{path} is a device, fifo or socket; remove it or change the manifest")]
+    SpecialFile { path: HostPath },
+    #[error("cannot create a temporary file next to {path}")]
+    CreateTemp { path: HostPath, source: Errno },
+    #[error("cannot write {path}")]
+    Write { path: HostPath, source: Errno },
+    #[error("cannot flush {path} to disk")]
+    SyncFile { path: HostPath, source: Errno },
+    #[error("cannot move the new {path} into place")]
+    Rename { path: HostPath, source: Errno },
+    #[error("cannot set the owner of {path} to {uid}:{gid}")]
+    SetOwner {
+        path: HostPath,
+        uid: u32,
+        gid: u32,
+        source: Errno,
+    },
+    #[error("cannot set the mode of {path} to {mode:04o}")]
+    SetMode {
+        path: HostPath,
+        mode: u32,
+        source: Errno,
+    },
+    #[error("cannot create directory {path}")]
+    CreateDir { path: HostPath, source: Errno },
+    #[error("{path} exists and is not a directory; remove it or change the manifest")]
+    NotDirectory { path: HostPath },
+    #[error("cannot create symlink {path}")]
+    Symlink { path: HostPath, source: Errno },
+    #[error("cannot remove {path}")]
+    Remove { path: HostPath, source: Errno },
+    #[error("cannot flush directory {} to disk", show_dir(.dir.as_ref()))]
+    SyncDir {
+        dir: Option<HostPath>,
+        source: Errno,
+    },
+    #[error("cannot check whether the filesystem holding {path} is read-only")]
+    StatFs { path: HostPath, source: Errno },
+    #[error("cannot remove temporary files in {}", show_dir(.dir.as_ref()))]
+    RemoveTemp {
+        dir: Option<HostPath>,
+        source: Errno,
+    },
+}
+
+fn show_dir(dir: Option<&HostPath>) -> String {
+    dir.map_or_else(|| "/".to_owned(), HostPath::to_string)
+}
+
+/// What a host path is, not following a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Directory,
+    Symlink,
+    /// A device, fifo or socket.
+    Other,
+}
+
+/// The lstat data of a host path: what the no-op path compares with its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits, with setuid, setgid and sticky (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Nanoseconds since the epoch, saturated outside ±292 years.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Stat {
+    // The field types of `struct stat` differ between targets.
+    #[allow(clippy::useless_conversion)]
+    fn from_raw(st: &FileStat) -> Self {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Self {
+            kind: kind_of(st.st_mode),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime_ns: ns(i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),
+            ctime_ns: ns(i64::from(st.st_ctime), i64::from(st.st_ctime_nsec)),
+            ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
+        }
+    }
+}
+
+fn kind_of(st_mode: u32) -> Kind {
+    match SFlag::from_bits_truncate(st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => Kind::File,
+        SFlag::S_IFDIR => Kind::Directory,
+        SFlag::S_IFLNK => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+/// A host root opened once; every operation resolves beneath it and never follows a symlink.
+#[derive(Debug)]
+pub struct HostFs {
+    root: OwnedFd,
+    /// Open directories (`O_RDONLY | O_DIRECTORY`), keyed by host path; only successful opens.
+    dirs: HashMap<PathBuf, OwnedFd>,
+}
+
+impl HostFs {
+    /// Opens `root` (following symlinks in `root` itself: it comes from the config).
+    pub fn open(root: &Path) -> Result<Self, FsError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root_fd =
+            nix::fcntl::open(root, flags, Mode::empty()).map_err(|source| FsError::OpenRoot {
+                root: root.to_owned(),
+                source,
+            })?;
+        // Fail here, with a clear message, on a kernel (or seccomp filter) without openat2.
+        open_beneath(
+            root_fd.as_fd(),
+            Path::new("."),
+            OFlag::O_PATH,
+            Mode::empty(),
+        )
+        .map_err(|source| match source {
+            Errno::ENOSYS => FsError::Openat2Unsupported { source },
+            source => FsError::OpenRoot {
+                root: root.to_owned(),
+                source,
+            },
+        })?;
+        Ok(Self {
+            root: root_fd,
+            dirs: HashMap::new(),
+        })
+    }
+
+    /// lstat of a host path: `None` when it or its directory is missing.
+    pub fn stat(&mut self, path: &HostPath) -> Result<Option<Stat>, FsError> {
+        let parent = match self.parent(path) {
+            Err(FsError::ParentMissing { .. }) => return Ok(None),
+            other => other?,
+        };
+        match fstatat(parent, file_name(path), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Stat::from_raw(&st))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(source) => Err(FsError::Stat {
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// A regular file's bytes, at most `max` of them.
+    pub fn read(&mut self, path: &HostPath, max: u64) -> Result<Vec<u8>, FsError> {
+        let parent = self.parent(path)?;
+        let err = |source| FsError::Read {
+            path: path.clone(),
+            source,
+        };
+        // O_NONBLOCK: a fifo put there must not hang the agent.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        let fd = open_beneath(parent, Path::new(file_name(path)), flags, Mode::empty()).map_err(
+            |e| match e {
+                Errno::ELOOP => FsError::IsSymlink { path: path.clone() },
+                e => err(e),
+            },
+        )?;
+        let st = Stat::from_raw(&fstat(&fd).map_err(err)?);
+        if st.kind != Kind::File {
+            return Err(FsError::NotRegularFile { path: path.clone() });
+        }
+        if st.size > max {
+            return Err(FsError::TooLarge {
+                path: path.clone(),
+                max,
+            });
+        }
+        // The file may grow after the fstat: read one byte past `max` to notice.
+        let mut bytes = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0));
+        File::from(fd)
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                err(Errno::from_raw(
+                    e.raw_os_error().unwrap_or(Errno::EIO as i32),
+                ))
+            })?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
+            return Err(FsError::TooLarge {
+                path: path.clone(),
+                max,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The target of a symlink, as stored.
+    pub fn read_link(&mut self, path: &HostPath) -> Result<PathBuf, FsError> {
+        let parent = self.parent(path)?;
+        readlinkat(parent, file_name(path))
+            .map(PathBuf::from)
+            .map_err(|source| FsError::ReadLink {
+                path: path.clone(),
+                source,
+            })
+    }
+
+    /// Entries directly below a directory: names without `.` and `..`, sorted by bytes, kinds
+    /// not following symlinks.
+    pub fn list(&mut self, dir: &HostPath) -> Result<Vec<(OsString, Kind)>, FsError> {
+        let err = |source| FsError::List {
+            path: dir.clone(),
+            source,
+        };
+        let fd = self
+            .dir(dir.as_path())
+            .map_err(|e| dir_error(dir, e, err))?;
+        entries(fd).map_err(err)
+    }
+
+    /// Atomically replaces `path` with a regular file holding `bytes`, owned by `owner` (when
+    /// given) with permission bits `mode & 0o7777`: a temporary file in the same directory,
+    /// written, chowned, chmodded and fsynced, then renamed over `path`. Returns the new file's
+    /// stat. The directory is not fsynced: call [`HostFs::sync_dir`] once per directory after a
+    /// batch. A directory or mount point at `path` is refused before anything is written; a
+    /// symlink there is replaced, never followed. On any error the temporary file is removed,
+    /// and a failed fsync is never retried.
+    pub fn write_file(
+        &mut self,
+        path: &HostPath,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Stat, FsError> {
+        let parent = self.parent(path)?;
+        let name = file_name(path);
+        check_replaceable(parent, name, path)?;
+        let (temp, fd) = create_temp(path, |temp| {
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+            open_beneath(
+                parent,
+                Path::new(temp),
+                flags,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+            )
+        })?;
+        let placed = fill(&fd, path, bytes, mode, owner)
+            .and_then(|()| rename_into_place(parent, &temp, name, path));
+        if let Err(e) = placed {
+            let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+        // After the rename, which changes the file's ctime on most filesystems.
+        let st = fstat(&fd).map_err(|source| FsError::Stat {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Stat::from_raw(&st))
+    }
+
+    /// Makes `path` a directory with exactly `mode & 0o7777` (not masked by the umask) and
+    /// `owner` when given; an existing directory is kept and gets the mode and owner, so a
+    /// resumed apply can repeat it. The parent is not fsynced: see [`HostFs::sync_dir`].
+    pub fn create_dir(
+        &mut self,
+        path: &HostPath,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), FsError> {
+        let parent = self.parent(path)?;
+        let err = |source| FsError::CreateDir {
+            path: path.clone(),
+            source,
+        };
+        match mkdirat(parent, file_name(path), Mode::S_IRWXU) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(err(e)),
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let fd = open_beneath(parent, Path::new(file_name(path)), flags, Mode::empty()).map_err(
+            |e| match e {
+                Errno::ENOTDIR | Errno::ELOOP => FsError::NotDirectory { path: path.clone() },
+                e => err(e),
+            },
+        )?;
+        if let Some((uid, gid)) = owner {
+            fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|source| set_owner_error(path, uid, gid, source))?;
+        }
+        fchmod(&fd, mode_bits(mode)).map_err(|source| set_mode_error(path, mode, source))?;
+        self.remember(path.as_path().to_owned(), fd);
+        Ok(())
+    }
+
+    /// Sets the permission bits of a file or directory to `mode & 0o7777`. A symlink is refused
+    /// (its own mode means nothing on Linux, and its target is never followed), as are devices,
+    /// fifos and sockets, which are never opened. Setting the owner clears setuid and setgid:
+    /// call [`HostFs::set_owner`] first.
+    pub fn set_mode(&mut self, path: &HostPath, mode: u32) -> Result<(), FsError> {
+        let parent = self.parent(path)?;
+        let err = |source| set_mode_error(path, mode, source);
+        let name = file_name(path);
+        let st = fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
+        let flags = match kind_of(st.st_mode) {
+            Kind::File => OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            Kind::Directory => OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Kind::Symlink => return Err(FsError::IsSymlink { path: path.clone() }),
+            Kind::Other => return Err(FsError::SpecialFile { path: path.clone() }),
+        };
+        // O_NOFOLLOW again: the entry may have been swapped for a symlink since the fstatat.
+        let fd = open_beneath(
+            parent,
+            Path::new(name),
+            flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => FsError::IsSymlink { path: path.clone() },
+            e => err(e),
+        })?;
+        fchmod(&fd, mode_bits(mode)).map_err(err)
+    }
+
+    /// Sets the owner of `path` itself (of a symlink, the link's own owner).
+    pub fn set_owner(&mut self, path: &HostPath, uid: u32, gid: u32) -> Result<(), FsError> {
+        let parent = self.parent(path)?;
+        fchownat(
+            parent,
+            file_name(path),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|source| set_owner_error(path, uid, gid, source))
+    }
+
+    /// Atomically makes `path` a symlink to `target`: a temporary symlink renamed over it. A
+    /// directory or mount point at `path` is refused. The directory is not fsynced.
+    pub fn symlink(&mut self, path: &HostPath, target: &Path) -> Result<(), FsError> {
+        let parent = self.parent(path)?;
+        let name = file_name(path);
+        check_replaceable(parent, name, path)?;
+        let (temp, ()) =
+            create_temp(path, |temp| symlinkat(target, parent, temp)).map_err(|e| match e {
+                FsError::CreateTemp { path, source } => FsError::Symlink { path, source },
+                e => e,
+            })?;
+        let result = rename_into_place(parent, &temp, name, path);
+        if result.is_err() {
+            let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    /// Removes a file, symlink (never its target) or empty directory: `Ok(true)` when `path`
+    /// is gone (also when it was missing), `Ok(false)` for a directory that is not empty,
+    /// which is left in place.
+    pub fn remove(&mut self, path: &HostPath) -> Result<bool, FsError> {
+        let parent = match self.parent(path) {
+            Err(FsError::ParentMissing { .. }) => return Ok(true),
+            other => other?,
+        };
+        let name = file_name(path);
+        let err = |source| FsError::Remove {
+            path: path.clone(),
+            source,
+        };
+        match unlinkat(parent, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(true),
+            Err(Errno::EISDIR) => {}
+            Err(e) => return Err(err(e)),
+        }
+        match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {
+                self.dirs.retain(|dir, _| !dir.starts_with(path.as_path()));
+                Ok(true)
+            }
+            Err(Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// fsyncs a directory (a `&HostPath`, or `None` for the host root), making the renames and
+    /// removals in it durable. Call it once per directory after a batch of changes in it.
+    pub fn sync_dir<'a>(&mut self, dir: impl Into<Option<&'a HostPath>>) -> Result<(), FsError> {
+        let dir = dir.into();
+        let err = |source| FsError::SyncDir {
+            dir: dir.cloned(),
+            source,
+        };
+        let fd = match dir {
+            None => self.root.as_fd(),
+            Some(d) => self.dir(d.as_path()).map_err(|e| dir_error(d, e, err))?,
+        };
+        fsync(fd).map_err(err)
+    }
+
+    /// Whether the filesystem that holds (or would hold) `path` is mounted read-only: the one
+    /// of its nearest existing directory. A preflight check before any change.
+    pub fn read_only(&mut self, path: &HostPath) -> Result<bool, FsError> {
+        let err = |source| FsError::StatFs {
+            path: path.clone(),
+            source,
+        };
+        let mut dir = path.as_path();
+        loop {
+            // Ends at the root, which is always open.
+            dir = dir.parent().unwrap_or(Path::new("/"));
+            match self.dir(dir) {
+                Ok(_) => break,
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(dir_error(path, e, err)),
+            }
+        }
+        let vfs = fstatvfs(self.dir(dir).map_err(err)?).map_err(err)?;
+        Ok(vfs.flags().contains(FsFlags::ST_RDONLY))
+    }
+
+    /// Removes the entries named `.outpost-tmp.*` directly in `dir` (a `&HostPath`, or `None`
+    /// for the host root), left by an interrupted apply; returns how many were removed.
+    /// Directories are skipped.
+    pub fn remove_temp_files<'a>(
+        &mut self,
+        dir: impl Into<Option<&'a HostPath>>,
+    ) -> Result<usize, FsError> {
+        let dir = dir.into();
+        let err = |source| FsError::RemoveTemp {
+            dir: dir.cloned(),
+            source,
+        };
+        let fd = match dir {
+            None => self.root.as_fd(),
+            Some(d) => self.dir(d.as_path()).map_err(|e| dir_error(d, e, err))?,
+        };
+        let mut removed = 0;
+        for (name, kind) in entries(fd).map_err(err)? {
+            if kind == Kind::Directory || !name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            match unlinkat(fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => removed += 1,
+                Err(Errno::ENOENT | Errno::EISDIR) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The open directory holding `path`.
+    fn parent(&mut self, path: &HostPath) -> Result<BorrowedFd<'_>, FsError> {
+        let dir = path.as_path().parent().unwrap_or(Path::new("/"));
+        self.dir(dir).map_err(|e| match e {
+            Errno::ENOENT => FsError::ParentMissing { path: path.clone() },
+            Errno::ENOTDIR => FsError::ParentNotDirectory { path: path.clone() },
+            e => dir_error(path, e, |source| FsError::OpenParent {
+                path: path.clone(),
+                source,
+            }),
+        })
+    }
+
+    /// The open directory at host path `dir` (`/`: the root), from the cache or resolved
+    /// beneath the root and cached.
+    fn dir(&mut self, dir: &Path) -> Result<BorrowedFd<'_>, Errno> {
+        let Ok(relative) = dir.strip_prefix("/") else {
+            return Err(Errno::EINVAL);
+        };
+        if relative.as_os_str().is_empty() {
+            return Ok(self.root.as_fd());
+        }
+        if !self.dirs.contains_key(dir) {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+            let fd = open_beneath(self.root.as_fd(), relative, flags, Mode::empty())?;
+            self.remember(dir.to_owned(), fd);
+        }
+        // Present: found or just inserted.
+        Ok(self.dirs[dir].as_fd())
+    }
+
+    fn remember(&mut self, dir: PathBuf, fd: OwnedFd) {
+        if self.dirs.len() >= MAX_CACHED_DIRS
+            && !self.dirs.contains_key(&dir)
+            && let Some(evict) = self.dirs.keys().next().cloned()
+        {
+            self.dirs.remove(&evict);
+        }
+        self.dirs.insert(dir, fd);
+    }
+}
+
+/// `openat2` beneath `dir`, never following a symlink, close-on-exec.
+fn open_beneath(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(mode)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    // EAGAIN: a concurrent rename made the kernel unsure the walk stayed beneath; it asks
+    // for a retry.
+    let mut attempts = 0;
+    loop {
+        match openat2(dir, path, how) {
+            Err(Errno::EAGAIN) if attempts < 8 => attempts += 1,
+            result => return result,
+        }
+    }
+}
+
+/// Maps a failure to open a directory on the way to `path`.
+fn dir_error(path: &HostPath, errno: Errno, other: impl FnOnce(Errno) -> FsError) -> FsError {
+    match errno {
+        // RESOLVE_NO_SYMLINKS met a symlink; EXDEV would be an escape from the root.
+        Errno::ELOOP | Errno::EXDEV => FsError::SymlinkInPath { path: path.clone() },
+        e => other(e),
+    }
+}
+
+fn file_name(path: &HostPath) -> &OsStr {
+    path.as_path()
+        .file_name()
+        .expect("a HostPath is normalised and not /, so it ends in a name")
+}
+
+fn mode_bits(mode: u32) -> Mode {
+    Mode::from_bits_truncate(mode & 0o7777)
+}
+
+fn set_mode_error(path: &HostPath, mode: u32, source: Errno) -> FsError {
+    FsError::SetMode {
+        path: path.clone(),
+        mode,
+        source,
+    }
+}
+
+fn set_owner_error(path: &HostPath, uid: u32, gid: u32, source: Errno) -> FsError {
+    FsError::SetOwner {
+        path: path.clone(),
+        uid,
+        gid,
+        source,
+    }
+}
+
+/// Refuses to replace a directory or a mount point at `name`; a missing entry is fine.
+///
+/// Mount points are found by the kernel (`RESOLVE_NO_XDEV` fails with EXDEV when the name is
+/// one), not by comparing `st_dev`: on overlayfs a file's `st_dev` may differ from its
+/// directory's, and a bind mount from the same filesystem has the same `st_dev`.
+fn check_replaceable(parent: BorrowedFd<'_>, name: &OsStr, path: &HostPath) -> Result<(), FsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = match openat2(parent, Path::new(name), how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EXDEV) => return Err(FsError::MountPoint { path: path.clone() }),
+        Err(source) => {
+            return Err(FsError::Stat {
+                path: path.clone(),
+                source,
+            });
+        }
+    };
+    let st = fstat(&fd).map_err(|source| FsError::Stat {
+        path: path.clone(),
+        source,
+    })?;
+    if kind_of(st.st_mode) == Kind::Directory {
+        return Err(FsError::IsDirectory { path: path.clone() });
+    }
+    Ok(())
+}
+
+/// `.outpost-tmp.<name>.<16 hex digits>`, the name cut so the whole fits in NAME_MAX.
+fn temp_name(name: &OsStr) -> OsString {
+    // Each RandomState has fresh keys; the counter only keeps two calls apart in any case.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let random = RandomState::new().hash_one(CALLS.fetch_add(1, Ordering::Relaxed));
+    let suffix = format!(".{random:016x}");
+    let keep = name.len().min(NAME_MAX - TEMP_PREFIX.len() - suffix.len());
+    let mut temp = Vec::with_capacity(NAME_MAX);
+    temp.extend_from_slice(TEMP_PREFIX.as_bytes());
+    temp.extend_from_slice(&name.as_bytes()[..keep]);
+    temp.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(temp)
+}
+
+/// Creates a fresh temporary name next to `path` with `create`, retrying on a name clash.
+fn create_temp<T>(
+    path: &HostPath,
+    mut create: impl FnMut(&OsStr) -> nix::Result<T>,
+) -> Result<(OsString, T), FsError> {
+    let mut attempts = 0;
+    loop {
+        let temp = temp_name(file_name(path));
+        match create(&temp) {
+            Ok(made) => return Ok((temp, made)),
+            Err(Errno::EEXIST) if attempts < 16 => attempts += 1,
+            Err(source) => {
+                return Err(FsError::CreateTemp {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Writes, chowns, chmods and fsyncs the open temporary file.
+fn fill(
+    fd: &OwnedFd,
+    path: &HostPath,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FsError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, rest) {
+            Ok(0) => {
+                return Err(FsError::Write {
+                    path: path.clone(),
+                    source: Errno::EIO,
+                });
+            }
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(source) => {
+                return Err(FsError::Write {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    // Owner before mode: chown clears setuid and setgid.
+    if let Some((uid, gid)) = owner {
+        fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|source| set_owner_error(path, uid, gid, source))?;
+    }
+    fchmod(fd, mode_bits(mode)).map_err(|source| set_mode_error(path, mode, source))?;
+    fsync(fd).map_err(|source| FsError::SyncFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn rename_into_place(
+    parent: BorrowedFd<'_>,
+    temp: &OsStr,
+    name: &OsStr,
+    path: &HostPath,
+) -> Result<(), FsError> {
+    renameat(parent, temp, parent, name).map_err(|source| match source {
+        // Changed since the check: a directory, or a mount point the kernel will not replace.
+        Errno::EISDIR => FsError::IsDirectory { path: path.clone() },
+        Errno::EBUSY => FsError::MountPoint { path: path.clone() },
+        source => FsError::Rename {
+            path: path.clone(),
+            source,
+        },
+    })
+}
+
+/// The entries of the open directory `dir`, sorted, read through a fresh open file
+/// description so the cached fd's offset is never moved.
+fn entries(dir: BorrowedFd<'_>) -> nix::Result<Vec<(OsString, Kind)>> {
+    let fresh = open_beneath(
+        dir,
+        Path::new("."),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
+    let mut listing = Dir::from_fd(fresh)?;
+    let mut out = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        let kind = match entry.file_type() {
+            Some(Type::File) => Kind::File,
+            Some(Type::Directory) => Kind::Directory,
+            Some(Type::Symlink) => Kind::Symlink,
+            Some(_) => Kind::Other,
+            // DT_UNKNOWN: some filesystems do not fill d_type.
+            None => kind_of(fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?.st_mode),
+        };
+        out.push((name.to_owned(), kind));
+    }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

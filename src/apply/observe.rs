@@ -1,0 +1,304 @@
+//! What is on the host now, as the planner needs it (see the contract in [`crate::plan`]).
+//!
+//! Every path is looked at without following symlinks, ancestors first: an ancestor that is
+//! not a directory is reported and nothing below it is looked at. A file's content is named by
+//! the blob id in the inventory when its stat data (size, mtime, ctime, inode) is what the
+//! inventory recorded, and hashed otherwise: the no-op path stats each managed path and reads
+//! only what changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::fs::{FsError, HostFs, Kind, Stat};
+use crate::manifest::HostPath;
+use crate::plan::{BlobId, Desired, DesiredKind, Observation, Observed, blob_id};
+use crate::store::{InventoryRow, StatCache};
+
+/// Stat data recorded within this long of a change is not trusted: a second change in the same
+/// timestamp tick could leave it unchanged.
+pub const RACY_NS: i64 = 100_000_000;
+/// Files larger than this are never hashed; such a file always counts as changed.
+pub const MAX_HASHED: u64 = 1 << 30;
+
+/// What observe saw.
+pub struct Seen {
+    pub observation: Observation,
+    /// Stat data and blob of each desired file present on the host.
+    pub files: BTreeMap<HostPath, (Stat, BlobId)>,
+    /// Inventory files whose content was hashed and confirmed: fresh cache entries.
+    pub confirmed: Vec<(String, StatCache)>,
+}
+
+/// Looks at the desired paths, the inventory's paths and everything below exact and absent
+/// directories.
+pub fn observe(
+    fs: &mut HostFs,
+    desired: &[Desired],
+    inventory: &[InventoryRow],
+    now_ns: i64,
+) -> Result<Seen, FsError> {
+    let inventory: HashMap<&str, &InventoryRow> =
+        inventory.iter().map(|r| (r.path.as_str(), r)).collect();
+    let wanted: BTreeMap<&HostPath, &DesiredKind> =
+        desired.iter().map(|d| (&d.path, &d.kind)).collect();
+    let mut paths: BTreeSet<HostPath> = desired.iter().map(|d| d.path.clone()).collect();
+    paths.extend(inventory.keys().filter_map(|p| HostPath::parse(p).ok()));
+    let mut seen = Seen {
+        observation: Observation::new(),
+        files: BTreeMap::new(),
+        confirmed: Vec::new(),
+    };
+    let mut ancestors: HashMap<HostPath, Ancestor> = HashMap::new();
+    for path in &paths {
+        if !ancestors_are_dirs(fs, path, &mut ancestors, &mut seen.observation)? {
+            continue;
+        }
+        let Some(stat) = fs.stat(path)? else {
+            seen.observation.insert(path.clone(), Observed::Missing);
+            continue;
+        };
+        let hashed = matches!(wanted.get(path), Some(DesiredKind::File { .. }));
+        let observed = describe(
+            fs,
+            path,
+            &stat,
+            hashed,
+            inventory.get(path.to_string().as_str()).copied(),
+            now_ns,
+            &mut seen,
+        )?;
+        let below = match wanted.get(path) {
+            Some(DesiredKind::Directory { exact: true, .. } | DesiredKind::Absent) => {
+                stat.kind == Kind::Directory
+            }
+            _ => false,
+        };
+        seen.observation.insert(path.clone(), observed);
+        if below {
+            list_below(fs, path, &mut seen.observation)?;
+        }
+    }
+    Ok(seen)
+}
+
+/// What an ancestor directory turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ancestor {
+    Directory,
+    Missing,
+    /// A symlink, file or special file: nothing below it is looked at.
+    InTheWay,
+}
+
+/// Checks the ancestors of `path` top-down, recording each one that is not a directory: the
+/// first one in the way, or every missing one (the plan creates them).
+fn ancestors_are_dirs(
+    fs: &mut HostFs,
+    path: &HostPath,
+    known: &mut HashMap<HostPath, Ancestor>,
+    observation: &mut Observation,
+) -> Result<bool, FsError> {
+    let mut chain = Vec::new();
+    let mut next = path.parent();
+    while let Some(a) = next {
+        next = a.parent();
+        chain.push(a);
+    }
+    chain.reverse();
+    let mut missing = false;
+    for a in chain {
+        if missing {
+            observation.insert(a.clone(), Observed::Missing);
+            known.insert(a, Ancestor::Missing);
+            continue;
+        }
+        let state = match known.get(&a) {
+            Some(&state) => state,
+            None => {
+                let (state, observed) = look_at_ancestor(fs, &a)?;
+                if let Some(observed) = observed {
+                    observation.insert(a.clone(), observed);
+                }
+                known.insert(a, state);
+                state
+            }
+        };
+        match state {
+            Ancestor::Directory => {}
+            Ancestor::Missing => missing = true,
+            Ancestor::InTheWay => return Ok(false),
+        }
+    }
+    Ok(!missing)
+}
+
+fn look_at_ancestor(
+    fs: &mut HostFs,
+    a: &HostPath,
+) -> Result<(Ancestor, Option<Observed>), FsError> {
+    let Some(s) = fs.stat(a)? else {
+        return Ok((Ancestor::Missing, Some(Observed::Missing)));
+    };
+    let observed = match s.kind {
+        Kind::Directory => return Ok((Ancestor::Directory, None)),
+        Kind::Symlink => Observed::Symlink {
+            target: fs.read_link(a)?,
+        },
+        Kind::File => Observed::File {
+            blob: null_blob(),
+            size: s.size,
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+        },
+        Kind::Other => Observed::Other,
+    };
+    Ok((Ancestor::InTheWay, Some(observed)))
+}
+
+/// The observed state of an existing path; files are hashed only when `hashed`.
+fn describe(
+    fs: &mut HostFs,
+    path: &HostPath,
+    stat: &Stat,
+    hashed: bool,
+    row: Option<&InventoryRow>,
+    now_ns: i64,
+    seen: &mut Seen,
+) -> Result<Observed, FsError> {
+    Ok(match stat.kind {
+        Kind::Directory => Observed::Directory {
+            mode: stat.mode,
+            uid: stat.uid,
+            gid: stat.gid,
+        },
+        Kind::Symlink => Observed::Symlink {
+            target: fs.read_link(path)?,
+        },
+        Kind::Other => Observed::Other,
+        Kind::File => {
+            let blob = if hashed {
+                content(fs, path, stat, row, now_ns, seen)?
+            } else {
+                null_blob()
+            };
+            Observed::File {
+                blob,
+                size: stat.size,
+                mode: stat.mode,
+                uid: stat.uid,
+                gid: stat.gid,
+            }
+        }
+    })
+}
+
+/// The blob id of a file: from the stat cache when it still holds, else by hashing.
+fn content(
+    fs: &mut HostFs,
+    path: &HostPath,
+    stat: &Stat,
+    row: Option<&InventoryRow>,
+    now_ns: i64,
+    seen: &mut Seen,
+) -> Result<BlobId, FsError> {
+    let recorded = row.and_then(|r| {
+        Some((
+            r.stat?,
+            r.blob
+                .as_deref()
+                .and_then(|b| BlobId::from_hex(b.as_bytes()).ok())?,
+        ))
+    });
+    if let Some((cache, blob)) = recorded
+        && cache_holds(&cache, stat)
+    {
+        seen.files.insert(path.clone(), (*stat, blob));
+        return Ok(blob);
+    }
+    if stat.size > MAX_HASHED {
+        return Ok(null_blob());
+    }
+    let blob = blob_id(&fs.read(path, MAX_HASHED)?);
+    seen.files.insert(path.clone(), (*stat, blob));
+    if recorded.is_some_and(|(_, expected)| expected == blob) && settled(stat, now_ns) {
+        seen.confirmed
+            .push((path.to_string(), cache_of(stat, now_ns)));
+    }
+    Ok(blob)
+}
+
+/// Whether stat data recorded in `cache` still vouches for the file's content.
+fn cache_holds(cache: &StatCache, stat: &Stat) -> bool {
+    cache.size == stat.size
+        && cache.mtime_ns == stat.mtime_ns
+        && cache.ctime_ns == stat.ctime_ns
+        && cache.ino == stat.ino
+        && stat.mtime_ns < cache.cached_ns - RACY_NS
+        && stat.ctime_ns < cache.cached_ns - RACY_NS
+}
+
+/// Whether a file's stat data is old enough to be cached now.
+pub fn settled(stat: &Stat, now_ns: i64) -> bool {
+    stat.mtime_ns.max(stat.ctime_ns) < now_ns - RACY_NS
+}
+
+/// A cache entry for `stat`, recorded at `now_ns`.
+pub fn cache_of(stat: &Stat, now_ns: i64) -> StatCache {
+    StatCache {
+        size: stat.size,
+        mtime_ns: stat.mtime_ns,
+        ctime_ns: stat.ctime_ns,
+        ino: stat.ino,
+        cached_ns: now_ns,
+    }
+}
+
+/// A blob id no content has: for files whose content does not matter or cannot be hashed.
+fn null_blob() -> BlobId {
+    BlobId::null(gix::hash::Kind::Sha1)
+}
+
+/// Everything below `dir`, depth first, not following symlinks; contents are not hashed.
+fn list_below(
+    fs: &mut HostFs,
+    dir: &HostPath,
+    observation: &mut Observation,
+) -> Result<(), FsError> {
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for (name, kind) in fs.list(&d)? {
+            let Ok(path) = HostPath::parse(d.as_path().join(&name)) else {
+                continue;
+            };
+            if observation.contains_key(&path) {
+                continue;
+            }
+            let Some(stat) = fs.stat(&path)? else {
+                continue;
+            };
+            let observed = match kind {
+                Kind::Directory => {
+                    stack.push(path.clone());
+                    Observed::Directory {
+                        mode: stat.mode,
+                        uid: stat.uid,
+                        gid: stat.gid,
+                    }
+                }
+                Kind::Symlink => Observed::Symlink {
+                    target: fs.read_link(&path)?,
+                },
+                Kind::File => Observed::File {
+                    blob: null_blob(),
+                    size: stat.size,
+                    mode: stat.mode,
+                    uid: stat.uid,
+                    gid: stat.gid,
+                },
+                Kind::Other => Observed::Other,
+            };
+            observation.insert(path, observed);
+        }
+    }
+    Ok(())
+}

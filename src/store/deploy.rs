@@ -1,0 +1,421 @@
+//! Deployments, their journal, the inventory of managed paths and the originals outpost keeps
+//! of paths it took over.
+//!
+//! A deployment is journalled (its target commit, its planned steps and the originals it is
+//! about to replace) in one transaction before the first change to the host; it is finished
+//! with the new inventory in another. One left `running` was cut short: the next apply marks
+//! it interrupted and converges again.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, now, to_i64, to_u64};
+
+/// The schema this module adds (migration 2).
+pub(super) const MIGRATION: &str = "CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY,
+        commit_oid TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('apply', 'repair', 'rollback')),
+        started INTEGER NOT NULL,
+        finished INTEGER,
+        result TEXT NOT NULL CHECK (result IN ('running', 'success', 'failed', 'interrupted')),
+        error TEXT,
+        steps INTEGER NOT NULL,
+        repairs INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE journal (
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        step TEXT NOT NULL,
+        PRIMARY KEY (deployment_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE inventory (
+        path TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        blob TEXT,
+        mode INTEGER,
+        uid INTEGER,
+        gid INTEGER,
+        target TEXT,
+        size INTEGER,
+        mtime_ns INTEGER,
+        ctime_ns INTEGER,
+        ino INTEGER,
+        cached_ns INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE originals (
+        path TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        bytes BLOB,
+        mode INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        target TEXT,
+        saved INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE bad_commits (
+        oid TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    ALTER TABLE events ADD COLUMN deployment_id INTEGER;";
+
+/// The stat data a managed file had when its content was last known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatCache {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    /// Wall clock when this was recorded, ns: a file changed within the timestamp granularity
+    /// of the recording could keep its stat data, so such entries are not trusted.
+    pub cached_ns: i64,
+}
+
+/// One managed path as the last deployment left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryRow {
+    pub path: String,
+    /// `file`, `directory`, `symlink` or `absent`.
+    pub kind: String,
+    pub blob: Option<String>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub target: Option<String>,
+    pub stat: Option<StatCache>,
+}
+
+/// What was at a path before outpost first changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub path: String,
+    /// `file`, `directory` or `symlink`.
+    pub kind: String,
+    pub bytes: Option<Vec<u8>>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub target: Option<String>,
+}
+
+/// A deployment as `history` and `status` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub commit: String,
+    pub signer: Option<String>,
+    pub kind: String,
+    pub result: String,
+    pub started: u64,
+    pub finished: Option<u64>,
+    pub steps: u64,
+    pub repairs: u64,
+    pub error: Option<String>,
+}
+
+/// An audit event tied to a deployment (a drift repair, a prune, a restore).
+#[derive(Debug, Clone)]
+pub struct DeployEvent {
+    pub kind: &'static str,
+    pub path: String,
+    pub message: String,
+}
+
+/// The outcome written when a deployment ends.
+pub struct Finish<'a> {
+    pub result: &'a str,
+    pub error: Option<&'a str>,
+    pub inventory: &'a [InventoryRow],
+    /// Originals given back to the host: no longer kept.
+    pub restored: &'a [String],
+    pub events: &'a [DeployEvent],
+    pub repairs: u64,
+}
+
+fn u32_of(v: Option<i64>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok())
+}
+
+impl Store {
+    /// The inventory of the last deployment, by path.
+    pub fn inventory(&self) -> Result<Vec<InventoryRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns
+             FROM inventory ORDER BY path",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let stat = match (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(11)?) {
+                (Some(size), Some(cached_ns)) => Some(StatCache {
+                    size: to_u64(size),
+                    mtime_ns: r.get(8)?,
+                    ctime_ns: r.get(9)?,
+                    ino: to_u64(r.get(10)?),
+                    cached_ns,
+                }),
+                _ => None,
+            };
+            Ok(InventoryRow {
+                path: r.get(0)?,
+                kind: r.get(1)?,
+                blob: r.get(2)?,
+                mode: u32_of(r.get(3)?),
+                uid: u32_of(r.get(4)?),
+                gid: u32_of(r.get(5)?),
+                target: r.get(6)?,
+                stat,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The paths whose originals outpost keeps.
+    pub fn original_paths(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM originals ORDER BY path")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The original of `path`, if outpost took it over.
+    pub fn original(&self, path: &str) -> Result<Option<Original>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT path, kind, bytes, mode, uid, gid, target FROM originals WHERE path = ?1",
+                [path],
+                |r| {
+                    Ok(Original {
+                        path: r.get(0)?,
+                        kind: r.get(1)?,
+                        bytes: r.get(2)?,
+                        mode: u32_of(r.get(3)?).unwrap_or(0o644),
+                        uid: u32_of(r.get(4)?).unwrap_or(0),
+                        gid: u32_of(r.get(5)?).unwrap_or(0),
+                        target: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Journals a deployment before its first change: the target, the steps, and the
+    /// originals of paths it takes over (an original already kept is never replaced).
+    pub fn begin_deployment(
+        &self,
+        commit: &str,
+        kind: &str,
+        steps: &[(String, String)],
+        originals: &[Original],
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO deployments (commit_oid, kind, started, result, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![commit, kind, to_i64(now()), to_i64(steps.len() as u64)],
+        )?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut journal = tx.prepare(
+                "INSERT INTO journal (deployment_id, seq, path, step) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (seq, (path, step)) in steps.iter().enumerate() {
+                journal.execute(params![id, to_i64(seq as u64), path, step])?;
+            }
+            let mut keep = tx.prepare(
+                "INSERT OR IGNORE INTO originals (path, kind, bytes, mode, uid, gid, target, saved)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for o in originals {
+                keep.execute(params![
+                    o.path,
+                    o.kind,
+                    o.bytes,
+                    o.mode,
+                    o.uid,
+                    o.gid,
+                    o.target,
+                    to_i64(now())
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Ends a deployment: its result, the new inventory, the originals given back, events.
+    pub fn finish_deployment(&self, id: i64, finish: &Finish<'_>) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE deployments SET result = ?2, error = ?3, finished = ?4, repairs = ?5 WHERE id = ?1",
+            params![id, finish.result, finish.error, to_i64(now()), to_i64(finish.repairs)],
+        )?;
+        tx.execute("DELETE FROM inventory", [])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for row in finish.inventory {
+                let s = row.stat;
+                insert.execute(params![
+                    row.path,
+                    row.kind,
+                    row.blob,
+                    row.mode,
+                    row.uid,
+                    row.gid,
+                    row.target,
+                    s.map(|s| to_i64(s.size)),
+                    s.map(|s| s.mtime_ns),
+                    s.map(|s| s.ctime_ns),
+                    s.map(|s| to_i64(s.ino)),
+                    s.map(|s| s.cached_ns),
+                ])?;
+            }
+            let mut forget = tx.prepare("DELETE FROM originals WHERE path = ?1")?;
+            for path in finish.restored {
+                forget.execute([path])?;
+            }
+            let mut event = tx.prepare(
+                "INSERT INTO events (at, kind, subject, message, deployment_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in finish.events {
+                event.execute(params![to_i64(now()), e.kind, e.path, e.message, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records fresh stat data for files whose content was confirmed by hashing.
+    pub fn refresh_stat_cache(&self, rows: &[(String, StatCache)]) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut update = tx.prepare(
+                "UPDATE inventory SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, ino = ?5, cached_ns = ?6 WHERE path = ?1",
+            )?;
+            for (path, s) in rows {
+                update.execute(params![
+                    path,
+                    to_i64(s.size),
+                    s.mtime_ns,
+                    s.ctime_ns,
+                    to_i64(s.ino),
+                    s.cached_ns
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A deployment left `running` by a crash, with the paths it journalled.
+    pub fn interrupted_deployment(&self) -> Result<Option<(i64, String, Vec<String>)>, StoreError> {
+        let found: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, commit_oid FROM deployments WHERE result = 'running' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, commit)) = found else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM journal WHERE deployment_id = ?1 ORDER BY seq")?;
+        let paths = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((id, commit, paths)))
+    }
+
+    /// Marks every deployment still `running` as interrupted.
+    pub fn mark_interrupted(&self, message: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO events (at, kind, subject, message, deployment_id)
+             SELECT ?1, 'deployment-interrupted', commit_oid, ?2, id FROM deployments WHERE result = 'running'",
+            params![to_i64(now()), message],
+        )?;
+        tx.execute(
+            "UPDATE deployments SET result = 'interrupted', finished = ?1 WHERE result = 'running'",
+            [to_i64(now())],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deployments, newest first.
+    pub fn deployments(&self, limit: usize) -> Result<Vec<Deployment>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.id, d.commit_oid, c.signer, d.kind, d.result, d.started, d.finished, d.steps, d.repairs, d.error
+             FROM deployments d LEFT JOIN commits c ON c.oid = d.commit_oid
+             ORDER BY d.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([to_i64(limit as u64)], |r| {
+            Ok(Deployment {
+                id: r.get(0)?,
+                commit: r.get(1)?,
+                signer: r.get(2)?,
+                kind: r.get(3)?,
+                result: r.get(4)?,
+                started: to_u64(r.get(5)?),
+                finished: r.get::<_, Option<i64>>(6)?.map(to_u64),
+                steps: to_u64(r.get(7)?),
+                repairs: to_u64(r.get(8)?),
+                error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest successful deployment: what the host is at.
+    pub fn deployed(&self) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .deployments(usize::MAX)?
+            .into_iter()
+            .find(|d| d.result == "success"))
+    }
+
+    /// The newest successful deployment of another commit than `current`: where `rollback` goes.
+    pub fn previous_good(&self, current: &str) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .deployments(usize::MAX)?
+            .into_iter()
+            .find(|d| d.result == "success" && d.commit != current))
+    }
+
+    /// Events of one deployment: the drift repairs, prunes and restores it made.
+    pub fn deployment_events(&self, id: i64) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, COALESCE(subject, ''), message FROM events WHERE deployment_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a commit bad: apply does not deploy it again until a newer commit is trusted.
+    pub fn mark_bad(&self, oid: &str, reason: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO bad_commits (oid, at, reason) VALUES (?1, ?2, ?3)
+             ON CONFLICT(oid) DO UPDATE SET at = ?2, reason = ?3",
+            params![oid, to_i64(now()), reason],
+        )?;
+        Ok(())
+    }
+
+    /// Why `oid` was marked bad, if it was.
+    pub fn bad_reason(&self, oid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reason FROM bad_commits WHERE oid = ?1",
+                [oid],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
