@@ -435,7 +435,7 @@ fn config_typo_names_line_and_column() -> Result {
     assert_eq!(
         run.stderr.lines().next().unwrap_or_default(),
         format!(
-            "outpost: error: invalid config file {}: line 10, column 1: unknown field `alow_rewind`, expected one of `allowed_signers`, `revoked_keys`, `allow_rewind`",
+            "outpost: error: invalid config file {}: line 14, column 1: unknown field `alow_rewind`, expected one of `allowed_signers`, `revoked_keys`, `allow_rewind`",
             fleet.config().display()
         )
     );
@@ -456,7 +456,7 @@ fn database_from_a_newer_outpost_is_refused() -> Result {
     fleet.commit("a", "2")?;
     let path = fleet.bundle("next.bundle", &["main"])?;
     let expected = format!(
-        "outpost: error: database {} was written by a newer outpost (schema 7, this binary knows up to 1); upgrade outpost",
+        "outpost: error: database {} was written by a newer outpost (schema 7, this binary knows up to 2); upgrade outpost",
         fleet.state().join("outpost.db").display()
     );
     for args in [vec!["import", path.to_str().ok_or("path")?], vec!["status"]] {

@@ -3,6 +3,9 @@
 
 mod support;
 
+mod apply;
+mod apply_bad_input;
 mod bad_input;
+mod crash;
 mod import;
 mod state;

@@ -42,12 +42,12 @@ pub enum ApplyError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
-    #[error("manifest of commit {commit}: {source}")]
+    #[error("manifest of commit {commit}")]
     Manifest {
         commit: ObjectId,
         source: ManifestError,
     },
-    #[error("cannot plan commit {commit}: {source}")]
+    #[error("cannot plan commit {commit}")]
     Plan { commit: ObjectId, source: PlanError },
     #[error(transparent)]
     Fs(#[from] FsError),

@@ -66,6 +66,7 @@ impl Fleet {
             "namespaces=\"git,outpost-bundle\"",
         )])?;
         fleet.write_config("")?;
+        std::fs::create_dir(fleet.host())?;
         run(Command::new("git")
             .args(["init", "-q", "-b", "main"])
             .arg(fleet.repo()))?;
@@ -91,7 +92,7 @@ impl Fleet {
     /// Writes config.toml: the base settings plus `extra` TOML appended verbatim.
     pub fn write_config(&self, extra: &str) -> Result {
         let text = format!(
-            "[host]\nname = \"test-host\"\nroot = \"host\"\n\n[state]\ndir = \"state\"\n\n[trust]\nallowed_signers = \"allowed_signers\"\n{extra}"
+            "[host]\nname = \"test-host\"\nlabels = {{ role = \"camera\" }}\nroot = \"host\"\n\n[state]\ndir = \"state\"\n\n[apply]\nset_owner = false\n\n[trust]\nallowed_signers = \"allowed_signers\"\n{extra}"
         );
         std::fs::write(self.config(), text)?;
         Ok(())
@@ -261,4 +262,82 @@ fn is_sqlite_bookkeeping(path: &Path, meta: &std::fs::Metadata) -> bool {
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     name == "outpost.db-shm" || (name == "outpost.db-wal" && meta.len() == 0)
+}
+
+impl Fleet {
+    /// The host root of the test host.
+    pub fn host(&self) -> PathBuf {
+        self.path("host")
+    }
+
+    /// A path under the host root, given as the host path (`/etc/x`).
+    pub fn on_host(&self, host_path: &str) -> PathBuf {
+        self.host().join(host_path.trim_start_matches('/'))
+    }
+
+    /// Writes `files` into the publisher repository, commits them signed, bundles the branch
+    /// and imports it; returns the commit.
+    pub fn publish(&self, files: &[(&str, &str)]) -> Result<String> {
+        for (path, content) in files {
+            let path = self.repo().join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
+        self.publish_staged()
+    }
+
+    /// Commits whatever the repository holds now, signed, and imports a bundle of it.
+    pub fn publish_staged(&self) -> Result<String> {
+        run(self.git().args(["add", "-A"]))?;
+        let mut cmd = self.git();
+        cmd.args(["-c", "gpg.format=ssh", "-c"])
+            .arg(format!("user.signingkey={}", self.key("fleet").display()))
+            .args(["commit", "-q", "-S", "--allow-empty", "-m", "publish"]);
+        run(&mut cmd)?;
+        self.clock.set(self.clock.get() + 3600);
+        let commit = run(self.git().args(["rev-parse", "HEAD"]))?;
+        let bundle = self.bundle(&format!("{}.bundle", &commit[..12]), &["main"])?;
+        let imported = self.outpost_paths("import", &[&bundle])?;
+        if imported.code != 0 {
+            return Err(format!("import failed: {}{}", imported.stdout, imported.stderr).into());
+        }
+        Ok(commit)
+    }
+
+    /// The deployed commit per `status --json`.
+    pub fn deployed(&self) -> Result<Option<String>> {
+        Ok(self.status()?["deployed"]["commit"]
+            .as_str()
+            .map(str::to_owned))
+    }
+
+    /// Everything under the host root: files with content digests, symlinks with targets.
+    pub fn host_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
+        let mut out = BTreeMap::new();
+        let root = self.host();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            if !d.exists() {
+                continue;
+            }
+            for entry in std::fs::read_dir(&d)? {
+                let path = entry?.path();
+                let meta = std::fs::symlink_metadata(&path)?;
+                let rel = path.strip_prefix(&root)?.to_owned();
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+                if meta.is_symlink() {
+                    out.insert(rel, format!("-> {}", std::fs::read_link(&path)?.display()));
+                } else if meta.is_dir() {
+                    out.insert(rel, format!("dir {mode:o}"));
+                    stack.push(path);
+                } else {
+                    let digest = hex::encode(Sha256::digest(std::fs::read(&path)?));
+                    out.insert(rel, format!("{mode:o} {digest}"));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
