@@ -231,6 +231,7 @@ fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
     }
     let repairs = match applied.repairs {
         0 => String::new(),
+        1 => ", 1 drifted path repaired".to_owned(),
         n => format!(", {n} drifted paths repaired"),
     };
     let verb = if goal == Goal::Rollback {
@@ -239,8 +240,9 @@ fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
         "applied"
     };
     say(&format!(
-        "{}{verb} {commit}: {} steps{repairs}\n",
-        applied.shown, applied.steps
+        "{}{verb} {commit}: {}{repairs}\n",
+        applied.shown,
+        crate::status::count(applied.steps as u64, "step")
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -90,6 +90,15 @@ pub struct Rejected {
     pub at: String,
 }
 
+/// `1 step`, `2 steps`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Unix seconds as RFC 3339.
 pub fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
@@ -253,16 +262,16 @@ impl fmt::Display for HistoryEntry {
         let signer = d.signer.as_deref().unwrap_or("unknown signer");
         write!(
             f,
-            "#{:<4} {}  {:<8} {:<11} {}  {signer}  {} steps",
+            "#{:<4} {}  {:<8} {:<11} {}  {signer}  {}",
             d.id,
             self.started_at,
             d.kind,
             d.result,
             short(&d.commit),
-            d.steps
+            count(d.steps, "step")
         )?;
         if d.repairs > 0 {
-            write!(f, ", {} drift repairs", d.repairs)?;
+            write!(f, ", {}", count(d.repairs, "drift repair"))?;
         }
         writeln!(f)?;
         if let Some(error) = &d.error {

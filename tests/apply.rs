@@ -163,7 +163,7 @@ fn hand_edited_file_is_put_back_and_the_event_names_path_and_commit() -> Result 
     let run = fleet.outpost(&["apply"])?;
     assert!(
         run.stdout.ends_with(&format!(
-            "applied {commit}: 1 steps, 1 drifted paths repaired\n"
+            "applied {commit}: 1 step, 1 drifted path repaired\n"
         )),
         "{}",
         run.stdout
@@ -258,7 +258,7 @@ fn rollback_returns_to_the_previous_deployment_and_apply_stays_there() -> Result
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
-            .ends_with(&format!("rolled back to {first}: 1 steps\n")),
+            .ends_with(&format!("rolled back to {first}: 1 step\n")),
         "{}",
         run.stdout
     );
@@ -329,24 +329,25 @@ fn apply_with_nothing_trusted_says_so() -> Result {
 #[test]
 fn second_apply_waits_then_names_the_holder() -> Result {
     let (fleet, _) = fleet_with_manifest()?;
+    let lock = fleet.state().join("lock");
+    // A holder that, like outpost, writes its pid into the lock file it holds.
     let mut holder = Command::new("flock")
-        .arg(fleet.state().join("lock"))
-        .args(["sh", "-c", "echo $PPID > /dev/null; echo locked; read _"])
+        .arg(&lock)
+        .args(["sh", "-c", "echo $$ > \"$0\"; echo locked; read _"])
+        .arg(&lock)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?),
-        &mut line,
-    )?;
-    // The holder writes no pid (flock(1) is not outpost): the message says so.
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?), &mut line)?;
+    let pid = std::fs::read_to_string(&lock)?.trim().to_owned();
+    let started = std::time::Instant::now();
     let run = fleet.outpost(&["apply"])?;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "the second apply waits for the holder first");
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("another outpost process (pid") && run.stderr.contains("holds"),
-        "{}",
-        run.stderr
+    assert_eq!(
+        run.stderr.trim_end(),
+        format!("outpost: error: another outpost process (pid {pid}) holds {}; wait for it to finish or stop it", lock.display())
     );
     assert!(!fleet.on_host("/etc/chrony/chrony.conf").exists());
     drop(holder.stdin.take());

@@ -5,7 +5,8 @@
 #
 # Builds outpost (or uses $OUTPOST), starts from an empty host root (host/) and agent state
 # (state/), then: verifies the full bundle, imports it, imports an incremental update, replays
-# the old bundle (refused as a rollback: a no-op) and shows the status.
+# the old bundle (a no-op), applies the trusted commit to host/, repairs a hand edit, and
+# shows the history and the status.
 set -euo pipefail
 
 demo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,7 +56,18 @@ step "An incremental bundle (commit 1..main) with one changed file arrives later
     import update.bundle
 step "The old stick is plugged in again: a replay, nothing changes (never a rollback)." \
     import site.bundle
-step "What the host knows now." \
+step "Make the host match the trusted commit: files, directories, a symlink, under host/." \
+    apply
+
+echo
+echo "# Someone edits a managed file by hand..."
+echo "+ echo 'local hack' >> host/etc/kiosk/motd"
+echo 'local hack' >> host/etc/kiosk/motd
+step "...and the next reconcile puts it back, naming the path and the commit." \
+    apply
+step "The deployments and the drift they repaired." \
+    history
+step "Where the host stands now." \
     status
 
 echo
