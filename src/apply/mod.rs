@@ -118,7 +118,9 @@ pub fn apply(
         source,
     })?;
     let _lock = lock::acquire(state, lock::WAIT)?;
+    let started = std::time::Instant::now();
     let store = Store::open(state)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
     execute::recover(&store, &mut fs)?;
@@ -153,6 +155,7 @@ impl Cycle {
         let deployed = store.deployed()?.map(|d| d.commit);
         let (target, note) = target(store, deployed.as_deref(), goal)?;
         let host = Host::from_config(config);
+        let clock = std::time::Instant::now();
         let manifest = manifest::load(objects, &target, &host, &config.apply.allowed_paths)
             .map_err(|source| ApplyError::Manifest {
                 commit: target.id(),
@@ -164,23 +167,49 @@ impl Cycle {
             Some(current_user()?)
         };
         let desired = desired::expand(&manifest, owners.as_ref());
+        tracing::debug!(elapsed = ?clock.elapsed(), paths = desired.len(), commit = %target.id(), "manifest loaded");
+        let clock = std::time::Instant::now();
         let inventory = store.inventory()?;
         let originals = store.original_paths()?;
+        tracing::debug!(elapsed = ?clock.elapsed(), paths = inventory.len(), "inventory read");
+        let clock = std::time::Instant::now();
         let seen = observe::observe(fs, &desired, &inventory, now_ns())?;
+        tracing::debug!(elapsed = ?clock.elapsed(), paths = seen.observation.len(), "host observed");
+        let clock = std::time::Instant::now();
         let managed: Vec<Managed> = inventory
             .iter()
             .filter_map(|row| HostPath::parse(&row.path).ok())
             .map(|path| Managed {
-                took_over: originals.contains(&path.to_string()),
+                took_over: originals.binary_search(&path.to_string()).is_ok(),
                 path,
             })
             .collect();
-        let plan = plan::make(&desired, &seen.observation, &managed).map_err(|source| {
-            ApplyError::Plan {
-                commit: target.id(),
-                source,
-            }
+        let plan = match &owners {
+            Some(o) => plan::make_with_parent_owner(
+                &desired,
+                &seen.observation,
+                &managed,
+                (o.owner.clone(), o.group.clone()),
+            ),
+            None => plan::make(&desired, &seen.observation, &managed),
+        }
+        .map_err(|source| ApplyError::Plan {
+            commit: target.id(),
+            source,
         })?;
+        let mut plan = plan;
+        // Sizes of tree files are looked up only for the files that are written.
+        for step in &mut plan.steps {
+            if let plan::Action::Write {
+                blob,
+                size: size @ None,
+                ..
+            } = &mut step.action
+            {
+                *size = objects.repo().find_header(*blob).ok().map(|h| h.size());
+            }
+        }
+        tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {
             planned: Planned {
                 commit: target.id(),

@@ -36,21 +36,31 @@ pub fn observe(
     inventory: &[InventoryRow],
     now_ns: i64,
 ) -> Result<Seen, FsError> {
-    let inventory: HashMap<&str, &InventoryRow> =
-        inventory.iter().map(|r| (r.path.as_str(), r)).collect();
-    let wanted: BTreeMap<&HostPath, &DesiredKind> =
+    let inventory: HashMap<HostPath, &InventoryRow> = inventory
+        .iter()
+        .filter_map(|r| Some((HostPath::parse(&r.path).ok()?, r)))
+        .collect();
+    let wanted: HashMap<&HostPath, &DesiredKind> =
         desired.iter().map(|d| (&d.path, &d.kind)).collect();
     let mut paths: BTreeSet<HostPath> = desired.iter().map(|d| d.path.clone()).collect();
-    paths.extend(inventory.keys().filter_map(|p| HostPath::parse(p).ok()));
+    paths.extend(inventory.keys().cloned());
     let mut seen = Seen {
         observation: Observation::new(),
         files: BTreeMap::new(),
         confirmed: Vec::new(),
     };
     let mut ancestors: HashMap<HostPath, Ancestor> = HashMap::new();
+    // Paths come sorted, so neighbours share their parent: a directory checked for the
+    // previous path needs no second look.
+    let mut last_parent: Vec<u8> = Vec::new();
     for path in &paths {
-        if !ancestors_are_dirs(fs, path, &mut ancestors, &mut seen.observation)? {
-            continue;
+        let parent = path.parent_bytes().unwrap_or_default();
+        if parent.is_empty() || parent != last_parent.as_slice() {
+            if !ancestors_are_dirs(fs, path, &mut ancestors, &mut seen.observation)? {
+                last_parent.clear();
+                continue;
+            }
+            last_parent = parent.to_vec();
         }
         let Some(stat) = fs.stat(path)? else {
             seen.observation.insert(path.clone(), Observed::Missing);
@@ -62,7 +72,7 @@ pub fn observe(
             path,
             &stat,
             hashed,
-            inventory.get(path.to_string().as_str()).copied(),
+            inventory.get(path).copied(),
             now_ns,
             &mut seen,
         )?;
@@ -74,7 +84,7 @@ pub fn observe(
         };
         seen.observation.insert(path.clone(), observed);
         if below {
-            list_below(fs, path, &mut seen.observation)?;
+            list_below(fs, path, &paths, &mut seen.observation)?;
         }
     }
     Ok(seen)
@@ -201,15 +211,8 @@ fn content(
     now_ns: i64,
     seen: &mut Seen,
 ) -> Result<BlobId, FsError> {
-    let recorded = row.and_then(|r| {
-        Some((
-            r.stat?,
-            r.blob
-                .as_deref()
-                .and_then(|b| BlobId::from_hex(b.as_bytes()).ok())?,
-        ))
-    });
-    if let Some((cache, blob)) = recorded
+    let expected = row.and_then(|r| BlobId::from_hex(r.blob.as_deref()?.as_bytes()).ok());
+    if let (Some(cache), Some(blob)) = (row.and_then(|r| r.stat), expected)
         && cache_holds(&cache, stat)
     {
         seen.files.insert(path.clone(), (*stat, blob));
@@ -220,7 +223,7 @@ fn content(
     }
     let blob = blob_id(&fs.read(path, MAX_HASHED)?);
     seen.files.insert(path.clone(), (*stat, blob));
-    if recorded.is_some_and(|(_, expected)| expected == blob) && settled(stat, now_ns) {
+    if expected == Some(blob) && settled(stat, now_ns) {
         seen.confirmed
             .push((path.to_string(), cache_of(stat, now_ns)));
     }
@@ -258,10 +261,13 @@ fn null_blob() -> BlobId {
     BlobId::null(gix::hash::Kind::Sha1)
 }
 
-/// Everything below `dir`, depth first, not following symlinks; contents are not hashed.
+/// Everything below `dir` that is neither desired nor managed (those are looked at on their
+/// own), depth first, not following symlinks. Such paths are only ever removed, so their kind
+/// from the directory listing is all that is needed: nothing is stat-ed or hashed.
 fn list_below(
     fs: &mut HostFs,
     dir: &HostPath,
+    known: &BTreeSet<HostPath>,
     observation: &mut Observation,
 ) -> Result<(), FsError> {
     let mut stack = vec![dir.clone()];
@@ -270,30 +276,27 @@ fn list_below(
             let Ok(path) = HostPath::parse(d.as_path().join(&name)) else {
                 continue;
             };
-            if observation.contains_key(&path) {
+            if kind == Kind::Directory {
+                stack.push(path.clone());
+            }
+            if known.contains(&path) || observation.contains_key(&path) {
                 continue;
             }
-            let Some(stat) = fs.stat(&path)? else {
-                continue;
-            };
             let observed = match kind {
-                Kind::Directory => {
-                    stack.push(path.clone());
-                    Observed::Directory {
-                        mode: stat.mode,
-                        uid: stat.uid,
-                        gid: stat.gid,
-                    }
-                }
+                Kind::Directory => Observed::Directory {
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                },
                 Kind::Symlink => Observed::Symlink {
                     target: fs.read_link(&path)?,
                 },
                 Kind::File => Observed::File {
                     blob: null_blob(),
-                    size: stat.size,
-                    mode: stat.mode,
-                    uid: stat.uid,
-                    gid: stat.gid,
+                    size: 0,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
                 },
                 Kind::Other => Observed::Other,
             };

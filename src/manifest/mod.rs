@@ -242,7 +242,9 @@ pub struct TreeFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Content {
     pub oid: gix::ObjectId,
-    pub size: u64,
+    /// Known for `file` entries. The files of a `tree` leave it to whoever writes them: looking
+    /// up ten thousand blob headers would cost more than the whole no-op reconcile.
+    pub size: Option<u64>,
 }
 
 /// A resolved owner: the uid, and the name as written (or the number).

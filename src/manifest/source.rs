@@ -81,7 +81,7 @@ impl<'r> Snapshot<'r> {
             .map_err(|e| Problem::ReadSource(source.to_owned(), e.to_string()))?;
         Ok(Content {
             oid,
-            size: header.size(),
+            size: Some(header.size()),
         })
     }
 
@@ -135,17 +135,17 @@ impl<'r> Snapshot<'r> {
             check_tree_name(entry.filename).map_err(|p| read(format!("a file name {p}")))?;
             let name = std::ffi::OsStr::from_bytes(entry.filename);
             let rel = below.join(name);
-            let full = source.join(&rel).display().to_string();
             let oid = entry.oid.to_owned();
+            let full = || source.join(&rel).display().to_string();
             match entry.mode.kind() {
                 GitKind::Tree => self.walk(oid, source, &rel, out)?,
                 kind @ (GitKind::Blob | GitKind::BlobExecutable) => out.push(TreeBlob {
                     path: rel,
-                    content: self.content(oid, &full)?,
+                    content: Content { oid, size: None },
                     executable: kind == GitKind::BlobExecutable,
                 }),
-                GitKind::Link => return Err(Problem::SourceIsSymlink(full, self.link(oid))),
-                GitKind::Commit => return Err(Problem::SourceIsSubmodule(full)),
+                GitKind::Link => return Err(Problem::SourceIsSymlink(full(), self.link(oid))),
+                GitKind::Commit => return Err(Problem::SourceIsSubmodule(full())),
             }
         }
         Ok(())

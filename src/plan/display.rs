@@ -134,9 +134,15 @@ impl fmt::Display for Step {
                 ..
             } => {
                 let sign = if old.is_some() { '~' } else { '+' };
-                let size = ByteSize(*size);
                 let (o, g) = (&owner.name, &group.name);
-                write!(f, "{sign} write {path} ({mode:04o} {o}:{g}, {size})")?;
+                match size {
+                    Some(size) => write!(
+                        f,
+                        "{sign} write {path} ({mode:04o} {o}:{g}, {})",
+                        ByteSize(*size)
+                    )?,
+                    None => write!(f, "{sign} write {path} ({mode:04o} {o}:{g})")?,
+                }
             }
             Action::Chmod { from, to } => write!(f, "~ chmod {path} {from:04o} -> {to:04o}")?,
             Action::Chown {
@@ -174,7 +180,7 @@ fn write_change(
     f: &mut fmt::Formatter<'_>,
     step: &Step,
     old: &Observed,
-    (new_blob, new_size): (BlobId, u64),
+    (new_blob, new_size): (BlobId, Option<u64>),
     texts: Option<&(Option<Vec<u8>>, Vec<u8>)>,
 ) -> fmt::Result {
     let Observed::File { blob, size, .. } = old else {
@@ -196,7 +202,7 @@ fn write_change(
         "  content: {} {} -> {} {}",
         ByteSize(*size),
         blob.to_hex_with_len(12),
-        ByteSize(new_size),
+        new_size.map_or_else(|| "?".to_owned(), |s| ByteSize(s).to_string()),
         new_blob.to_hex_with_len(12)
     )
 }

@@ -85,7 +85,8 @@ pub struct Desired {
 pub enum DesiredKind {
     File {
         blob: BlobId,
-        size: u64,
+        /// When known: only shown, never compared.
+        size: Option<u64>,
         mode: u32,
         owner: Owner,
         group: Group,
@@ -108,7 +109,7 @@ impl DesiredKind {
     pub fn file(bytes: &[u8], mode: u32, owner: Owner, group: Group) -> Self {
         Self::File {
             blob: blob_id(bytes),
-            size: bytes.len() as u64,
+            size: Some(bytes.len() as u64),
             mode,
             owner,
             group,
@@ -180,7 +181,8 @@ pub enum Action {
     /// Write the whole file (temp file, owner, mode, rename); `old` is what it replaces.
     Write {
         blob: BlobId,
-        size: u64,
+        /// When known; the caller may fill it in before showing the plan.
+        size: Option<u64>,
         mode: u32,
         owner: Owner,
         group: Group,

@@ -148,7 +148,7 @@ fn file_entry_takes_defaults_and_the_commit_blob() -> TestResult {
         return Err(format!("a file expected: {entry:?}").into());
     };
     assert_eq!(content.oid.to_string(), blob);
-    assert_eq!(content.size, 23);
+    assert_eq!(content.size, Some(23));
     assert_eq!(*mode, 0o644);
     assert_eq!((owner.uid, group.gid), (0, 0));
     assert_eq!(

@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# Benchmark: `outpost apply` of a 10,000-file tree versus rsync, first copy, no-op and drift repair.
+#
+#   bench/apply.sh [WORKDIR]
+#
+# Builds (once; cached in WORKDIR, keyed on the parameters) a repository holding outpost.toml
+# and www/ (FILES text-like files of about SIZE bytes in ~FILES/100 directories, written by
+# bench/gen-www.py), with an SSH-signed commit, bundles it and signs the bundle. The manifest
+# deploys www/ as a tree at /srv/www. SRC below is the checkout of www/. Then, with a warm page
+# cache, `sync` before every timed command, and the runs of rsync and outpost alternating (so
+# that a busy machine weighs on both alike):
+#
+#   1. first copy, best of RUNS, fresh destination each time:
+#        rsync -a --fsync SRC/ DST/       into an empty directory
+#        rsync -a SRC/ DST/               the same without fsync, for reference
+#        outpost apply                    fresh host root and state; the import before it is
+#                                         not timed               goal: <= 1.2 x rsync --fsync
+#   2. no-op, best of RUNS, after the first copy (outpost: wait 1 s, one untimed apply that
+#      hashes and records the stat cache, then the timed ones):
+#        rsync -a SRC/ DST/  |  outpost apply                     goal: <= 0.5 x rsync
+#   3. drift repair, best of RUNS: the same 1% of the files (same size, new content, new mtime)
+#      modified in DST and in the host root before each run:
+#        rsync -a --checksum SRC/ DST/  |  outpost apply          goal: <= 0.5 x rsync --checksum
+#   4. peak RSS (GNU time %M, the largest over the runs) of every command.
+#
+# Correctness: after outpost's first apply and after the last repair, `diff -r SRC host/srv/www`
+# must be clean and `outpost plan` must exit 0 (the benchmark fails otherwise); the rsync
+# destinations are checked with diff -r as well.
+#
+# Environment:
+#   FILES=10000 SIZE=2048      the tree: number of files, average size in bytes
+#   RUNS=3                     timed runs of each command; the best is reported
+#   OUTPOST=path               use this binary instead of building target/release/outpost
+#   NO_BUILD=1                 do not run cargo; use target/release/outpost as it is
+#   SKIP_OUTPOST=1             only build the repository and time rsync
+#   STRICT=1                   exit 1 when a goal is missed
+#
+# WORKDIR defaults to a new `mktemp -d` under /tmp; pass the same one again to reuse the
+# generated repository and bundle. Needs rsync >= 3.2.4 (for --fsync) and GNU time.
+set -euo pipefail
+
+FILES=${FILES:-10000}
+SIZE=${SIZE:-2048}
+RUNS=${RUNS:-3}
+SKIP_OUTPOST=${SKIP_OUTPOST:-0}
+STRICT=${STRICT:-0}
+CACHE_VERSION=1 # bump when the way the cached repository/bundle is made changes
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+gen="$here/gen-www.py"
+
+die() { echo "apply.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+[[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
+[[ $SIZE =~ ^[1-9][0-9]*$ ]] && ((SIZE >= 64)) || die "SIZE must be an integer >= 64 (got '$SIZE')"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
+for tool in git python3 ssh-keygen awk sha256sum diff sync; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+command -v rsync >/dev/null || die "rsync is required; install it with: apt-get install -y rsync"
+rsync --help 2>/dev/null | grep -q -- '--fsync' ||
+    die "this rsync has no --fsync (needs rsync >= 3.2.4): $(rsync --version | head -n 1)"
+if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
+    die "GNU time is required at /usr/bin/time to measure peak RSS; install it with: apt-get install -y time"
+fi
+
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export LC_ALL=C
+
+now_ns() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+
+# ---- the binary (first, so a broken build fails before the generation) -------------------------
+outpost=""
+if [[ $SKIP_OUTPOST != 1 ]]; then
+    if [[ -n ${OUTPOST:-} ]]; then
+        outpost=$OUTPOST
+    else
+        outpost="$root/target/release/outpost"
+        if [[ ${NO_BUILD:-0} != 1 ]]; then
+            log "cargo build --release --locked"
+            (cd "$root" && cargo build --release --locked --quiet) ||
+                die "cargo build failed (set SKIP_OUTPOST=1 to time rsync alone)"
+        fi
+    fi
+    [[ -x $outpost ]] || die "no outpost binary at $outpost (build it, set OUTPOST=..., or SKIP_OUTPOST=1)"
+    outpost=$(cd "$(dirname "$outpost")" && pwd)/$(basename "$outpost")
+    "$outpost" --help 2>/dev/null | grep -qE '^ +apply ' ||
+        die "$outpost has no apply command (set SKIP_OUTPOST=1 to time rsync alone)"
+fi
+
+# ---- work dir and cached repository ------------------------------------------------------------
+if [[ $# -ge 1 ]]; then
+    mkdir -p "$1"
+    work=$(cd "$1" && pwd)
+else
+    work=$(mktemp -d /tmp/outpost-bench.XXXXXX)
+fi
+manifest='[[tree]]
+path = "/srv/www"
+source = "www"'
+key=$( (echo "cache=$CACHE_VERSION files=$FILES size=$SIZE"; echo "$manifest"; cat "$gen") |
+    sha256sum | cut -c1-12)
+cache="$work/www-f$FILES-s$SIZE-$key"
+bundle="$cache/site.bundle"
+src="$cache/repo/www"
+
+build_repo() {
+    rm -rf "$cache"
+    mkdir -p "$cache/keys"
+    local t0 t1
+    t0=$(now_ns)
+    git init -q -b main "$cache/repo"
+    log "generating $FILES files of ~$SIZE bytes (bench/gen-www.py)"
+    python3 "$gen" "$FILES" "$SIZE" "$src"
+    printf '%s\n' "$manifest" >"$cache/repo/outpost.toml"
+
+    ssh-keygen -q -t ed25519 -N "" -C "fleet@example.com" -f "$cache/keys/fleet_ed25519"
+    printf 'fleet@example.com namespaces="git,outpost-bundle" %s\n' \
+        "$(cut -d' ' -f1,2 "$cache/keys/fleet_ed25519.pub")" >"$cache/allowed_signers"
+    git -C "$cache/repo" add -A
+    GIT_AUTHOR_NAME="Fleet Release" GIT_AUTHOR_EMAIL="fleet@example.com" \
+        GIT_COMMITTER_NAME="Fleet Release" GIT_COMMITTER_EMAIL="fleet@example.com" \
+        GIT_AUTHOR_DATE="@1700000000 +0000" GIT_COMMITTER_DATE="@1700000000 +0000" \
+        git -C "$cache/repo" -c gpg.format=ssh -c user.signingkey="$cache/keys/fleet_ed25519" \
+        commit -q -S -m "release: apply benchmark"
+    git -C "$cache/repo" -c gpg.ssh.allowedSignersFile="$cache/allowed_signers" \
+        verify-commit main 2>/dev/null || die "the signed commit does not verify with git verify-commit"
+
+    git -C "$cache/repo" bundle create -q "$bundle" main
+    ssh-keygen -q -Y sign -f "$cache/keys/fleet_ed25519" -n outpost-bundle "$bundle"
+    ssh-keygen -q -Y verify -f "$cache/allowed_signers" -I fleet@example.com -n outpost-bundle \
+        -s "$bundle.sig" <"$bundle" >/dev/null || die "the bundle signature does not verify"
+    git -C "$cache/repo" rev-parse main >"$cache/tip"
+    t1=$(now_ns)
+    secs "$t0" "$t1" >"$cache/gen-seconds"
+    touch "$cache/.complete"
+    log "repository generated in $(cat "$cache/gen-seconds") s"
+}
+
+if [[ -f $cache/.complete ]]; then
+    log "using the cached repository $cache (generated in $(cat "$cache/gen-seconds") s)"
+else
+    build_repo
+fi
+# SRC must still be exactly the commit's www/ (nothing below ever writes to it).
+[[ -z $(git -C "$cache/repo" status --porcelain) ]] ||
+    die "the cached checkout $cache/repo has changed; remove $cache to regenerate it"
+tip=$(cat "$cache/tip")
+n_files=$(find "$src" -type f | wc -l)
+n_dirs=$(find "$src" -mindepth 1 -type d | wc -l)
+src_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+bundle_bytes=$(stat -c %s "$bundle")
+fs_type=$(df -PT "$work" | awk 'NR == 2 { print $2 }')
+
+# The drifted files: 1% of them (at least one), spread evenly over the sorted list.
+n_drift=$(((FILES + 99) / 100))
+(cd "$src" && find . -type f | sed 's|^\./||' | sort) |
+    awk -v n="$FILES" -v k="$n_drift" 'NR % int(n / k) == 0 && c < k { print; c++ }' >"$cache/drift.list"
+n_drift=$(wc -l <"$cache/drift.list")
+
+# ---- the run directory --------------------------------------------------------------------------
+run="$work/run"
+rm -rf "$run"
+mkdir -p "$run"
+cp "$cache/allowed_signers" "$run/allowed_signers"
+cat >"$run/config.toml" <<'EOF'
+[host]
+name = "bench-host"
+root = "host"
+
+[state]
+dir = "state"
+
+[trust]
+allowed_signers = "allowed_signers"
+
+[source]
+max_bundle_size = "2GiB"
+
+[apply]
+set_owner = false
+EOF
+cfg="$run/config.toml"
+host_www="$run/host/srv/www"
+
+# timed LABEL CMD... : runs CMD under GNU time after a `sync` (so that earlier writes are not
+# flushed inside the timing); sets $wall (seconds) and $rss (KiB). Its output goes to
+# $run/LABEL.out/.err; a failure prints them and stops the benchmark.
+timed() {
+    local label=$1
+    shift
+    local t0 t1 status=0
+    sync
+    t0=$(now_ns)
+    /usr/bin/time -o "$run/$label.time" -f %M "$@" >"$run/$label.out" 2>"$run/$label.err" || status=$?
+    t1=$(now_ns)
+    if [[ $status -ne 0 ]]; then
+        echo "apply.sh: $label failed (exit $status): $*" >&2
+        sed 's/^/    /' "$run/$label.out" "$run/$label.err" >&2
+        exit 1
+    fi
+    wall=$(secs "$t0" "$t1")
+    rss=$(tail -n 1 "$run/$label.time")
+}
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }'; }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 > b + 0) ? a : b }'; }
+fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
+
+# same_tree WHAT DIR: diff -r SRC DIR must be clean.
+same_tree() {
+    if ! diff -r "$src" "$2" >"$run/diff.out" 2>&1; then
+        echo "apply.sh: $1: diff -r $src $2 is not clean:" >&2
+        head -n 20 "$run/diff.out" | sed 's/^/    /' >&2
+        exit 1
+    fi
+}
+
+# drift ROUND DIR: gives each listed file below DIR new content of the same size (written in
+# place, so the inode and size stay) and a new mtime.
+drift() {
+    python3 - "$1" "$2" "$cache/drift.list" <<'EOF'
+import os, sys
+round_, top, listing = sys.argv[1], sys.argv[2], sys.argv[3]
+for i, rel in enumerate(open(listing).read().split()):
+    path = os.path.join(top, rel)
+    size = os.path.getsize(path)
+    mark = (b"DRIFT round %s file %d " % (round_.encode(), i)) * (size // 16 + 1)
+    with open(path, "r+b") as f:
+        old = f.read(64)
+        new = mark[: len(old)]
+        if not old or new == old:
+            sys.exit("apply.sh: drift: cannot change %s" % path)
+        f.seek(0)
+        f.write(new)
+    os.utime(path)
+EOF
+}
+
+# outpost_ok WHEN: `outpost plan` exits 0 and the host tree matches SRC.
+outpost_ok() {
+    local status=0
+    sync
+    local t0 t1
+    t0=$(now_ns)
+    "$outpost" --config "$cfg" plan --stat >"$run/plan.out" 2>"$run/plan.err" || status=$?
+    t1=$(now_ns)
+    plan_wall=$(secs "$t0" "$t1")
+    if [[ $status -ne 0 ]]; then
+        echo "apply.sh: $1: outpost plan exited $status (0 expected: no drift):" >&2
+        sed 's/^/    /' "$run/plan.out" "$run/plan.err" >&2
+        exit 1
+    fi
+    same_tree "$1" "$host_www"
+}
+
+warm_src() { find "$src" -type f -exec cat {} + >/dev/null; }
+
+# The runs of the two sides alternate (rsync, outpost, rsync, outpost ...), so that whatever
+# else the machine is doing weighs on both alike.
+
+# measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (best and worst wall
+# seconds, largest peak RSS); prints a progress line ending with the last line CMD printed.
+declare -A best worst peak
+measure() {
+    local name=$1 label=$2
+    shift 2
+    timed "$name" "$@"
+    best[$name]=$(min "$wall" "${best[$name]:-}")
+    worst[$name]=$(max "$wall" "${worst[$name]:-}")
+    peak[$name]=$(max "$rss" "${peak[$name]:-}")
+    local said=""
+    [[ $name != outpost-* ]] || said="  ($(tail -n 1 "$run/$name.out"))"
+    printf '   %-22s %s: %s s, peak RSS %s MiB%s\n' "$label" "$run_label" "$wall" "$((rss / 1024))" "$said" >&2
+}
+odd=()
+
+# ---- 1. first copy ------------------------------------------------------------------------------------
+log "timing the first copy ($RUNS runs each; $n_files files, $n_dirs directories, fs $fs_type)"
+warm_src
+[[ -z $outpost ]] || cat "$bundle" "$bundle.sig" "$outpost" >/dev/null
+for i in $(seq "$RUNS"); do
+    run_label="run $i"
+    fresh_dir "$run/dst-nofsync"
+    measure rsync-first "rsync -a" rsync -a "$src/" "$run/dst-nofsync/"
+    fresh_dir "$run/dst"
+    measure rsync-first-fsync "rsync -a --fsync" rsync -a --fsync "$src/" "$run/dst/"
+    if [[ -n $outpost ]]; then
+        rm -rf "$run/state"
+        fresh_dir "$run/host"
+        timed outpost-import "$outpost" --config "$cfg" import "$bundle"
+        best[outpost-import]=$(min "$wall" "${best[outpost-import]:-}")
+        measure outpost-first "outpost apply" "$outpost" --config "$cfg" apply
+    fi
+done
+same_tree "rsync -a" "$run/dst-nofsync"
+rm -rf "$run/dst-nofsync"
+same_tree "rsync -a --fsync" "$run/dst"
+if [[ -n $outpost ]]; then
+    outpost_ok "after the first apply"
+    echo "first apply: diff -r clean, outpost plan exit 0 (ok)"
+fi
+
+# ---- 2. no-op -----------------------------------------------------------------------------------------
+log "timing the no-op ($RUNS runs each)"
+if [[ -n $outpost ]]; then
+    sleep 1.1 # past the stat cache's racy window
+    run_label="untimed"
+    measure outpost-noop0 "outpost apply" "$outpost" --config "$cfg" apply
+    head -n 1 "$run/outpost-noop0.out" | grep -q '^no changes' ||
+        odd+=("the first no-op apply after the deployment changed something: $(tail -n 1 "$run/outpost-noop0.out")")
+fi
+for i in $(seq "$RUNS"); do
+    run_label="run $i"
+    measure rsync-noop "rsync -a" rsync -a "$src/" "$run/dst/"
+    if [[ -n $outpost ]]; then
+        measure outpost-noop "outpost apply" "$outpost" --config "$cfg" apply
+        head -n 1 "$run/outpost-noop.out" | grep -q '^no changes' ||
+            odd+=("no-op apply run $i changed something: $(tail -n 1 "$run/outpost-noop.out")")
+    fi
+done
+
+# ---- 3. drift repair ----------------------------------------------------------------------------------
+log "timing the repair of $n_drift drifted files ($RUNS runs each)"
+for i in $(seq "$RUNS"); do
+    run_label="run $i"
+    drift "$i" "$run/dst"
+    [[ -z $outpost ]] || drift "$i" "$host_www"
+    measure rsync-fix "rsync -a --checksum" rsync -a --checksum "$src/" "$run/dst/"
+    if [[ -n $outpost ]]; then
+        measure outpost-fix "outpost apply" "$outpost" --config "$cfg" apply
+        said=$(tail -n 1 "$run/outpost-fix.out")
+        [[ $said =~ [^0-9]$n_drift\ drifted\ paths\ repaired ]] ||
+            odd+=("repair run $i did not report $n_drift drifted paths repaired: $said")
+    fi
+done
+same_tree "rsync -a --checksum" "$run/dst"
+if [[ -n $outpost ]]; then
+    outpost_ok "after the drift repair"
+    echo "drift repair: diff -r clean, outpost plan exit 0 (ok)"
+fi
+
+# ---- report -----------------------------------------------------------------------------------------
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+row() { # row LABEL NAME
+    printf '  %-32s %8s %8s %9s MiB\n' "$1" "${best[$2]}" "${worst[$2]}" \
+        "$(awk -v k="${peak[$2]}" 'BEGIN { printf "%.1f", k / 1024 }')"
+}
+missed=0
+goal() { # goal LABEL NAME OVER-NAME LIMIT
+    local r ok
+    r=$(awk -v a="${best[$2]}" -v b="${best[$3]}" 'BEGIN { printf "%.2f", a / b }')
+    ok=$(awk -v r="$r" -v l="$4" 'BEGIN { print (r <= l) ? "ok" : "MISSED" }')
+    [[ $ok == ok ]] || missed=1
+    printf '  %-32s %8s   goal <= %-4s %s\n' "$1" "$r" "$4" "$ok"
+}
+echo
+echo "outpost apply benchmark  (FILES=$FILES SIZE=$SIZE; best of $RUNS, warm page cache, sync before each)"
+echo "  work dir         $work ($fs_type)"
+echo "  tree             $n_files files in $n_dirs directories, $(mb "$src_bytes") -> /srv/www"
+echo "  bundle           $(mb "$bundle_bytes"), commit $tip"
+echo "  drift            $n_drift files (same size, new content and mtime)"
+echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
+echo
+printf '  %-32s %8s %8s %13s\n' "" "best s" "worst s" "peak RSS"
+echo "  first copy (empty destination)"
+row "  rsync -a --fsync" rsync-first-fsync
+row "  rsync -a" rsync-first
+[[ -z $outpost ]] || row "  outpost apply" outpost-first
+echo "  no-op"
+row "  rsync -a" rsync-noop
+if [[ -n $outpost ]]; then
+    row "  outpost apply" outpost-noop
+    row "  outpost apply, first (untimed)" outpost-noop0
+fi
+echo "  drift repair ($n_drift files)"
+row "  rsync -a --checksum" rsync-fix
+[[ -z $outpost ]] || row "  outpost apply" outpost-fix
+if [[ -n $outpost ]]; then
+    printf '  %-32s %8s\n' "outpost import (untimed)" "${best[outpost-import]}"
+    printf '  %-32s %8s\n' "outpost plan, clean (once)" "$plan_wall"
+    echo
+    goal "first: outpost / rsync --fsync" outpost-first rsync-first-fsync 1.2
+    goal "no-op: outpost / rsync" outpost-noop rsync-noop 0.5
+    goal "repair: outpost / rsync -c" outpost-fix rsync-fix 0.5
+else
+    echo "  (outpost skipped: SKIP_OUTPOST=1)"
+fi
+if awk -v a="${best[rsync-first]}" -v b="${best[rsync-first-fsync]}" 'BEGIN { exit !(a > b) }'; then
+    odd+=("rsync -a without fsync was slower than with it: the disk is noisy, distrust the first-copy ratio")
+fi
+if [[ ${#odd[@]} -gt 0 ]]; then
+    echo
+    echo "  odd:"
+    printf '    %s\n' "${odd[@]}"
+fi
+if [[ $# -lt 1 ]]; then
+    echo
+    echo "re-run with the cached repository: $0 $work"
+fi
+if [[ $STRICT == 1 && $missed == 1 ]]; then
+    exit 1
+fi
