@@ -339,18 +339,82 @@ fn second_apply_waits_then_names_the_holder() -> Result {
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?), &mut line)?;
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?),
+        &mut line,
+    )?;
     let pid = std::fs::read_to_string(&lock)?.trim().to_owned();
     let started = std::time::Instant::now();
     let run = fleet.outpost(&["apply"])?;
-    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "the second apply waits for the holder first");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the second apply waits for the holder first"
+    );
     assert_eq!(run.code, 1);
     assert_eq!(
         run.stderr.trim_end(),
-        format!("outpost: error: another outpost process (pid {pid}) holds {}; wait for it to finish or stop it", lock.display())
+        format!(
+            "outpost: error: another outpost process (pid {pid}) holds {}; wait for it to finish or stop it",
+            lock.display()
+        )
     );
     assert!(!fleet.on_host("/etc/chrony/chrony.conf").exists());
     drop(holder.stdin.take());
     holder.wait()?;
+    Ok(())
+}
+
+/// Once the stat cache has settled, a no-op reconcile only stats: edits, extra files in a
+/// tree, a replaced symlink and a removed absent-path are all still seen.
+#[test]
+fn drift_is_seen_once_the_stat_cache_has_settled() -> Result {
+    let (fleet, commit) = fleet_with_manifest()?;
+    assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(250));
+    let clean = |fleet: &Fleet| -> Result {
+        settle();
+        let run = fleet.outpost(&["apply"])?;
+        assert_eq!(
+            run.stdout.trim_end(),
+            format!("no changes: the host matches {commit}")
+        );
+        settle();
+        let run = fleet.outpost(&["-vv", "plan"])?;
+        assert_eq!(run.code, 0, "{}", run.stdout);
+        assert!(
+            run.stderr.contains("fast path") && run.stderr.contains("unchanged=true"),
+            "{}",
+            run.stderr
+        );
+        Ok(())
+    };
+    let drifted = |fleet: &Fleet, what: &str| -> Result {
+        let run = fleet.outpost(&["plan"])?;
+        assert_eq!(run.code, 1, "{what} was not seen");
+        assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+        Ok(())
+    };
+    clean(&fleet)?;
+    std::fs::write(
+        fleet.on_host("/opt/app/static/index.html"),
+        "<h1>HELLO</h1>\n",
+    )?;
+    drifted(&fleet, "a same-size edit")?;
+    clean(&fleet)?;
+    std::fs::write(fleet.on_host("/opt/app/static/css/extra.css"), "")?;
+    drifted(&fleet, "an extra file in a tree")?;
+    clean(&fleet)?;
+    std::fs::remove_file(fleet.on_host("/etc/localtime"))?;
+    std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", fleet.on_host("/etc/localtime"))?;
+    drifted(&fleet, "a retargeted symlink")?;
+    clean(&fleet)?;
+    std::fs::write(fleet.on_host("/etc/cron.d/legacy"), "back\n")?;
+    drifted(&fleet, "an absent path that came back")?;
+    clean(&fleet)?;
+    std::fs::set_permissions(
+        fleet.on_host("/var/lib/camera"),
+        std::fs::Permissions::from_mode(0o777),
+    )?;
+    drifted(&fleet, "a chmod of a directory")?;
     Ok(())
 }

@@ -56,6 +56,7 @@ pub fn run(
     fs: &mut HostFs,
     cycle: Cycle,
     goal: Goal,
+    fingerprint: &str,
     fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let Cycle {
@@ -76,9 +77,10 @@ pub fn run(
     let plan = planned.plan;
     let shown = plan.to_string();
     if plan.is_empty() && same {
-        if !seen.confirmed.is_empty() {
-            store.refresh_stat_cache(&seen.confirmed)?;
-        }
+        // Nothing to change: the inventory now describes the host, with fresh stat data,
+        // so the next reconcile can take the fast path.
+        let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
+        store.replace_inventory(&rows, (&commit, fingerprint))?;
         return Ok(Applied {
             commit,
             kind: "none".into(),
@@ -125,6 +127,7 @@ pub fn run(
                     restored: &[],
                     events: &[],
                     repairs: 0,
+                    describes: None,
                 };
                 store.finish_deployment(id, &finish)?;
                 return Err(e);
@@ -161,6 +164,7 @@ pub fn run(
         restored: &restored,
         events: &events,
         repairs: repairs as u64,
+        describes: Some((&commit, fingerprint)),
     };
     store.finish_deployment(id, &finish)?;
     Ok(Applied {
@@ -319,9 +323,9 @@ fn inventory(
         .iter()
         .map(|d| {
             let mut row = row_of(d);
-            let stat = written
-                .get(&d.path)
-                .or_else(|| seen.files.get(&d.path).map(|(s, _)| s));
+            // Stat data from before a step changed the path no longer matches it, so a
+            // stale entry can only send the next reconcile down the full path.
+            let stat = written.get(&d.path).or_else(|| seen.stats.get(&d.path));
             row.stat = stat
                 .filter(|s| observe::settled(s, now))
                 .map(|s| observe::cache_of(s, now));
@@ -360,6 +364,7 @@ fn row_of(d: &Desired) -> InventoryRow {
     let mut row = InventoryRow {
         path: d.path.to_string(),
         kind: String::new(),
+        exact: false,
         blob: None,
         mode: None,
         uid: None,
@@ -380,9 +385,13 @@ fn row_of(d: &Desired) -> InventoryRow {
             (row.mode, row.uid, row.gid) = (Some(*mode), Some(owner.uid), Some(group.gid));
         }
         DesiredKind::Directory {
-            mode, owner, group, ..
+            mode,
+            owner,
+            group,
+            exact,
         } => {
             row.kind = "directory".into();
+            row.exact = *exact;
             (row.mode, row.uid, row.gid) = (Some(*mode), Some(owner.uid), Some(group.gid));
         }
         DesiredKind::Symlink { target } => {

@@ -15,6 +15,7 @@
 
 mod desired;
 mod execute;
+mod fast;
 pub mod fs;
 mod observe;
 
@@ -101,9 +102,44 @@ pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
     let store = Store::open_read_only(state)?.ok_or(ApplyError::NothingTrusted)?;
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
+    if let Some(planned) = fast_noop(config, &store, &mut fs)? {
+        return Ok((planned, Texts::new()));
+    }
     let cycle = Cycle::prepare(config, &store, &objects, &mut fs, Goal::Newest)?;
     let texts = cycle.texts(&objects, &mut fs)?;
     Ok((cycle.planned, texts))
+}
+
+/// The hot path: when the inventory describes the host fully for the target commit and this
+/// config, and every managed path's stat data is as recorded, nothing needs planning.
+fn fast_noop(
+    config: &Config,
+    store: &Store,
+    fs: &mut HostFs,
+) -> Result<Option<Planned>, ApplyError> {
+    let clock = std::time::Instant::now();
+    let Some((commit, fingerprint)) = store.inventory_meta()? else {
+        return Ok(None);
+    };
+    let deployed = store.deployed()?.map(|d| d.commit);
+    let (target, note) = target(store, deployed.as_deref(), Goal::Newest)?;
+    let target_hex = target.id().to_string();
+    if deployed.as_deref() != Some(target_hex.as_str())
+        || commit != target_hex
+        || fingerprint != fast::fingerprint(config, &commit)
+        || store.interrupted_deployment()?.is_some()
+    {
+        return Ok(None);
+    }
+    let rows = store.inventory()?;
+    let unchanged = fast::unchanged(fs, &rows);
+    tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), unchanged, "fast path");
+    Ok(unchanged.then(|| Planned {
+        commit: target.id(),
+        deployed,
+        plan: Plan::default(),
+        note,
+    }))
 }
 
 /// Converges the host to the goal's commit.
@@ -124,13 +160,35 @@ pub fn apply(
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
     execute::recover(&store, &mut fs)?;
+    if goal == Goal::Newest
+        && let Some(planned) = fast_noop(config, &store, &mut fs)?
+    {
+        let commit = planned.commit.to_string();
+        return Ok(Applied {
+            commit,
+            kind: "none".into(),
+            steps: 0,
+            repairs: 0,
+            note: planned.note,
+            shown: String::new(),
+        });
+    }
     let cycle = Cycle::prepare(config, &store, &objects, &mut fs, goal)?;
+    let fingerprint = fast::fingerprint(config, &cycle.planned.commit.to_string());
     if goal == Goal::Rollback
         && let Some(current) = &cycle.planned.deployed
     {
         store.mark_bad(current, &format!("rolled back to {}", cycle.planned.commit))?;
     }
-    execute::run(&store, &objects, &mut fs, cycle, goal, fault_after)
+    execute::run(
+        &store,
+        &objects,
+        &mut fs,
+        cycle,
+        goal,
+        &fingerprint,
+        fault_after,
+    )
 }
 
 /// One prepared cycle: the target, the desired paths, what the host has, the plan.
@@ -173,7 +231,7 @@ impl Cycle {
         let originals = store.original_paths()?;
         tracing::debug!(elapsed = ?clock.elapsed(), paths = inventory.len(), "inventory read");
         let clock = std::time::Instant::now();
-        let seen = observe::observe(fs, &desired, &inventory, now_ns())?;
+        let seen = observe::observe(fs, &desired, &inventory)?;
         tracing::debug!(elapsed = ?clock.elapsed(), paths = seen.observation.len(), "host observed");
         let clock = std::time::Instant::now();
         let managed: Vec<Managed> = inventory

@@ -24,8 +24,8 @@ pub struct Seen {
     pub observation: Observation,
     /// Stat data and blob of each desired file present on the host.
     pub files: BTreeMap<HostPath, (Stat, BlobId)>,
-    /// Inventory files whose content was hashed and confirmed: fresh cache entries.
-    pub confirmed: Vec<(String, StatCache)>,
+    /// Stat data of every existing path looked at on its own (desired or managed).
+    pub stats: HashMap<HostPath, Stat>,
 }
 
 /// Looks at the desired paths, the inventory's paths and everything below exact and absent
@@ -34,7 +34,6 @@ pub fn observe(
     fs: &mut HostFs,
     desired: &[Desired],
     inventory: &[InventoryRow],
-    now_ns: i64,
 ) -> Result<Seen, FsError> {
     let inventory: HashMap<HostPath, &InventoryRow> = inventory
         .iter()
@@ -47,7 +46,7 @@ pub fn observe(
     let mut seen = Seen {
         observation: Observation::new(),
         files: BTreeMap::new(),
-        confirmed: Vec::new(),
+        stats: HashMap::new(),
     };
     let mut ancestors: HashMap<HostPath, Ancestor> = HashMap::new();
     // Paths come sorted, so neighbours share their parent: a directory checked for the
@@ -73,9 +72,9 @@ pub fn observe(
             &stat,
             hashed,
             inventory.get(path).copied(),
-            now_ns,
             &mut seen,
         )?;
+        seen.stats.insert(path.clone(), stat);
         let below = match wanted.get(path) {
             Some(DesiredKind::Directory { exact: true, .. } | DesiredKind::Absent) => {
                 stat.kind == Kind::Directory
@@ -172,7 +171,6 @@ fn describe(
     stat: &Stat,
     hashed: bool,
     row: Option<&InventoryRow>,
-    now_ns: i64,
     seen: &mut Seen,
 ) -> Result<Observed, FsError> {
     Ok(match stat.kind {
@@ -187,7 +185,7 @@ fn describe(
         Kind::Other => Observed::Other,
         Kind::File => {
             let blob = if hashed {
-                content(fs, path, stat, row, now_ns, seen)?
+                content(fs, path, stat, row, seen)?
             } else {
                 null_blob()
             };
@@ -208,7 +206,6 @@ fn content(
     path: &HostPath,
     stat: &Stat,
     row: Option<&InventoryRow>,
-    now_ns: i64,
     seen: &mut Seen,
 ) -> Result<BlobId, FsError> {
     let expected = row.and_then(|r| BlobId::from_hex(r.blob.as_deref()?.as_bytes()).ok());
@@ -223,15 +220,11 @@ fn content(
     }
     let blob = blob_id(&fs.read(path, MAX_HASHED)?);
     seen.files.insert(path.clone(), (*stat, blob));
-    if expected == Some(blob) && settled(stat, now_ns) {
-        seen.confirmed
-            .push((path.to_string(), cache_of(stat, now_ns)));
-    }
     Ok(blob)
 }
 
 /// Whether stat data recorded in `cache` still vouches for the file's content.
-fn cache_holds(cache: &StatCache, stat: &Stat) -> bool {
+pub fn cache_holds(cache: &StatCache, stat: &Stat) -> bool {
     cache.size == stat.size
         && cache.mtime_ns == stat.mtime_ns
         && cache.ctime_ns == stat.ctime_ns

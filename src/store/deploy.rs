@@ -32,6 +32,7 @@ pub(super) const MIGRATION: &str = "CREATE TABLE deployments (
     CREATE TABLE inventory (
         path TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
+        exact INTEGER NOT NULL DEFAULT 0,
         blob TEXT,
         mode INTEGER,
         uid INTEGER,
@@ -53,6 +54,11 @@ pub(super) const MIGRATION: &str = "CREATE TABLE deployments (
         target TEXT,
         saved INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE inventory_meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        commit_oid TEXT NOT NULL,
+        fingerprint TEXT NOT NULL
+    );
     CREATE TABLE bad_commits (
         oid TEXT PRIMARY KEY,
         at INTEGER NOT NULL,
@@ -78,6 +84,8 @@ pub struct InventoryRow {
     pub path: String,
     /// `file`, `directory`, `symlink` or `absent`.
     pub kind: String,
+    /// A directory kept exact (a `tree`): entries appearing in it change its mtime.
+    pub exact: bool,
     pub blob: Option<String>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
@@ -131,17 +139,63 @@ pub struct Finish<'a> {
     pub restored: &'a [String],
     pub events: &'a [DeployEvent],
     pub repairs: u64,
+    /// What the inventory describes (commit, fingerprint), when it describes the host fully:
+    /// the no-op fast path trusts it.
+    pub describes: Option<(&'a str, &'a str)>,
 }
 
 fn u32_of(v: Option<i64>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok())
 }
 
+/// Replaces the whole inventory with `rows`.
+fn write_inventory(tx: &rusqlite::Connection, rows: &[InventoryRow]) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM inventory", [])?;
+    let mut insert = tx.prepare(
+                "INSERT INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+    for row in rows {
+        let s = row.stat;
+        insert.execute(params![
+            row.path,
+            row.kind,
+            row.blob,
+            row.mode,
+            row.uid,
+            row.gid,
+            row.target,
+            s.map(|s| to_i64(s.size)),
+            s.map(|s| s.mtime_ns),
+            s.map(|s| s.ctime_ns),
+            s.map(|s| to_i64(s.ino)),
+            s.map(|s| s.cached_ns),
+            row.exact,
+        ])?;
+    }
+    Ok(())
+}
+
+fn set_meta(
+    conn: &rusqlite::Connection,
+    describes: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    match describes {
+        Some((commit, fingerprint)) => conn.execute(
+            "INSERT INTO inventory_meta (id, commit_oid, fingerprint) VALUES (1, ?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET commit_oid = ?1, fingerprint = ?2",
+            params![commit, fingerprint],
+        )?,
+        None => conn.execute("DELETE FROM inventory_meta", [])?,
+    };
+    Ok(())
+}
+
 impl Store {
     /// The inventory of the last deployment, by path.
     pub fn inventory(&self) -> Result<Vec<InventoryRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns
+            "SELECT path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact
              FROM inventory ORDER BY path",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -158,6 +212,7 @@ impl Store {
             Ok(InventoryRow {
                 path: r.get(0)?,
                 kind: r.get(1)?,
+                exact: r.get(12)?,
                 blob: r.get(2)?,
                 mode: u32_of(r.get(3)?),
                 uid: u32_of(r.get(4)?),
@@ -250,29 +305,9 @@ impl Store {
             "UPDATE deployments SET result = ?2, error = ?3, finished = ?4, repairs = ?5 WHERE id = ?1",
             params![id, finish.result, finish.error, to_i64(now()), to_i64(finish.repairs)],
         )?;
-        tx.execute("DELETE FROM inventory", [])?;
+        write_inventory(&tx, finish.inventory)?;
         {
-            let mut insert = tx.prepare(
-                "INSERT INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            for row in finish.inventory {
-                let s = row.stat;
-                insert.execute(params![
-                    row.path,
-                    row.kind,
-                    row.blob,
-                    row.mode,
-                    row.uid,
-                    row.gid,
-                    row.target,
-                    s.map(|s| to_i64(s.size)),
-                    s.map(|s| s.mtime_ns),
-                    s.map(|s| s.ctime_ns),
-                    s.map(|s| to_i64(s.ino)),
-                    s.map(|s| s.cached_ns),
-                ])?;
-            }
+            set_meta(&tx, finish.describes)?;
             let mut forget = tx.prepare("DELETE FROM originals WHERE path = ?1")?;
             for path in finish.restored {
                 forget.execute([path])?;
@@ -288,7 +323,33 @@ impl Store {
         Ok(())
     }
 
-    /// Records fresh stat data for files whose content was confirmed by hashing.
+    /// What the inventory describes, `(commit, fingerprint)`, if it describes the host fully.
+    pub fn inventory_meta(&self) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT commit_oid, fingerprint FROM inventory_meta WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Replaces the inventory after a reconcile that found nothing to change: it now
+    /// describes the host fully, with fresh stat data.
+    pub fn replace_inventory(
+        &self,
+        rows: &[InventoryRow],
+        describes: (&str, &str),
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        write_inventory(&tx, rows)?;
+        set_meta(&tx, Some(describes))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records fresh stat data for paths confirmed to be as the inventory says.
     pub fn refresh_stat_cache(&self, rows: &[(String, StatCache)]) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         {

@@ -1,0 +1,84 @@
+//! The no-op fast path: when the inventory describes the host fully for the target commit and
+//! this host's config, a reconcile reads the inventory, stats each managed path and compares
+//! with the stat cache. Only when something differs, or a cache entry is too fresh to trust,
+//! is the full cycle (manifest, observe, plan) run.
+
+use sha2::{Digest, Sha256};
+
+use super::fs::{HostFs, Kind, Stat};
+use super::observe::{RACY_NS, cache_holds};
+use crate::config::Config;
+use crate::manifest::HostPath;
+use crate::store::{InventoryRow, StatCache};
+
+/// What the desired state depends on besides the commit: the host's name, labels, allowed
+/// paths and owner policy, and the user database owner names resolve in.
+pub fn fingerprint(config: &Config, commit: &str) -> String {
+    let mut h = Sha256::new();
+    let mut field = |label: &str, value: &[u8]| {
+        h.update(label.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    field("commit", commit.as_bytes());
+    field("name", config.host_name().as_bytes());
+    for (k, v) in &config.host.labels {
+        field("label", format!("{k}={v}").as_bytes());
+    }
+    for p in &config.apply.allowed_paths {
+        field("allowed", p.as_os_str().as_encoded_bytes());
+    }
+    field("set_owner", &[u8::from(config.apply.set_owner)]);
+    for db in ["/etc/passwd", "/etc/group"] {
+        let stamp = std::fs::metadata(db).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{}.{}:{}:{}", m.mtime(), m.mtime_nsec(), m.ino(), m.size())
+        });
+        field(db, stamp.unwrap_or_default().as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Whether every managed path is as the inventory recorded it, judged by stat data alone.
+pub fn unchanged(fs: &mut HostFs, rows: &[InventoryRow]) -> bool {
+    rows.iter().all(|row| {
+        let Ok(path) = HostPath::parse(&row.path) else {
+            return false;
+        };
+        match fs.stat(&path) {
+            Ok(None) => row.kind == "absent",
+            Ok(Some(stat)) => holds(row, &stat),
+            Err(_) => false,
+        }
+    })
+}
+
+fn holds(row: &InventoryRow, stat: &Stat) -> bool {
+    let attrs =
+        row.mode == Some(stat.mode) && row.uid == Some(stat.uid) && row.gid == Some(stat.gid);
+    let cached = |c: &Option<StatCache>| c.as_ref().is_some_and(|c| cache_holds(c, stat));
+    match (row.kind.as_str(), stat.kind) {
+        ("file", Kind::File) => attrs && cached(&row.stat),
+        ("directory", Kind::Directory) if row.exact => {
+            attrs && dir_cache_holds(row.stat.as_ref(), stat)
+        }
+        ("directory", Kind::Directory) => attrs,
+        ("symlink", Kind::Symlink) => row.stat.as_ref().is_some_and(|c| {
+            c.ino == stat.ino
+                && c.mtime_ns == stat.mtime_ns
+                && c.ctime_ns == stat.ctime_ns
+                && stat.ctime_ns < c.cached_ns - RACY_NS
+        }),
+        _ => false,
+    }
+}
+
+/// An exact directory's mtime and ctime change when an entry appears, goes or is renamed.
+fn dir_cache_holds(cache: Option<&StatCache>, stat: &Stat) -> bool {
+    cache.is_some_and(|c| {
+        c.ino == stat.ino
+            && c.mtime_ns == stat.mtime_ns
+            && c.ctime_ns == stat.ctime_ns
+            && stat.mtime_ns.max(stat.ctime_ns) < c.cached_ns - RACY_NS
+    })
+}
