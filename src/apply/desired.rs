@@ -127,3 +127,50 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
     }));
     out
 }
+
+/// The desired state of a managed path as the inventory recorded it for the deployed commit
+/// (`None` for a row that is not one of the four kinds).
+pub fn from_inventory(row: &crate::store::InventoryRow) -> Option<Desired> {
+    let path = HostPath::parse(&row.path).ok()?;
+    let owner = || {
+        let uid = row.uid.unwrap_or(0);
+        let name = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        Owner { uid, name }
+    };
+    let group = || {
+        let gid = row.gid.unwrap_or(0);
+        let name = nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name);
+        Group { gid, name }
+    };
+    let kind = match row.kind.as_str() {
+        "file" => DesiredKind::File {
+            blob: gix::ObjectId::from_hex(row.blob.as_deref()?.as_bytes()).ok()?,
+            size: None,
+            mode: row.mode?,
+            owner: owner(),
+            group: group(),
+        },
+        "directory" => DesiredKind::Directory {
+            mode: row.mode?,
+            owner: owner(),
+            group: group(),
+            exact: row.exact,
+        },
+        "symlink" => DesiredKind::Symlink {
+            target: row.target.as_deref()?.into(),
+        },
+        "absent" => DesiredKind::Absent,
+        _ => return None,
+    };
+    Some(Desired {
+        path,
+        kind,
+        restart: Vec::new(),
+    })
+}

@@ -66,6 +66,7 @@ pub fn run(
         managed,
         originals,
         previous,
+        partial,
     } = cycle;
     let commit = planned.commit.to_string();
     let same = planned.deployed.as_deref() == Some(commit.as_str());
@@ -80,7 +81,7 @@ pub fn run(
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
-        store.replace_inventory(&rows, (&commit, fingerprint))?;
+        store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
         return Ok(Applied {
             commit,
             kind: "none".into(),
@@ -128,6 +129,7 @@ pub fn run(
                     events: &[],
                     repairs: 0,
                     describes: None,
+                    whole: true,
                 };
                 store.finish_deployment(id, &finish)?;
                 return Err(e);
@@ -165,6 +167,7 @@ pub fn run(
         events: &events,
         repairs: repairs as u64,
         describes: Some((&commit, fingerprint)),
+        whole: !partial,
     };
     store.finish_deployment(id, &finish)?;
     Ok(Applied {

@@ -39,18 +39,32 @@ pub fn fingerprint(config: &Config, commit: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Whether every managed path is as the inventory recorded it, judged by stat data alone.
-pub fn unchanged(fs: &mut HostFs, rows: &[InventoryRow]) -> bool {
-    rows.iter().all(|row| {
-        let Ok(path) = HostPath::parse(&row.path) else {
-            return false;
+/// The rows whose path is not as the inventory recorded it, judged by stat data alone; an
+/// exact directory that changed brings every row below it along. Rows come sorted by path,
+/// so a directory comes before what is below it.
+pub fn suspects(fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut exact: Vec<&str> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let below = |d: &&str| {
+            row.path.len() > d.len()
+                && row.path.starts_with(*d)
+                && row.path.as_bytes()[d.len()] == b'/'
         };
-        match fs.stat(&path) {
-            Ok(None) => row.kind == "absent",
-            Ok(Some(stat)) => holds(row, &stat),
-            Err(_) => false,
+        let suspect = exact.iter().any(below)
+            || !HostPath::parse(&row.path).is_ok_and(|path| match fs.stat(&path) {
+                Ok(None) => row.kind == "absent",
+                Ok(Some(stat)) => holds(row, &stat),
+                Err(_) => false,
+            });
+        if suspect {
+            out.push(i);
+            if row.exact {
+                exact.push(&row.path);
+            }
         }
-    })
+    }
+    out
 }
 
 fn holds(row: &InventoryRow, stat: &Stat) -> bool {

@@ -102,7 +102,7 @@ pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
     let store = Store::open_read_only(state)?.ok_or(ApplyError::NothingTrusted)?;
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
-    if let Some(planned) = fast_noop(config, &store, &mut fs)? {
+    if let Fast::Clean(planned) = fast_check(config, &store, &mut fs)? {
         return Ok((planned, Texts::new()));
     }
     let cycle = Cycle::prepare(config, &store, &objects, &mut fs, Goal::Newest)?;
@@ -110,16 +110,27 @@ pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
     Ok((cycle.planned, texts))
 }
 
+/// What the inventory says about the host before any planning.
+enum Fast {
+    /// It does not describe the host for the target commit and this config.
+    Unknown,
+    /// Every managed path is as recorded: nothing to do.
+    Clean(Planned),
+    /// These inventory rows (indices into `rows`) are not as recorded.
+    Suspects {
+        planned: Planned,
+        rows: Vec<crate::store::InventoryRow>,
+        suspects: Vec<usize>,
+    },
+}
+
 /// The hot path: when the inventory describes the host fully for the target commit and this
-/// config, and every managed path's stat data is as recorded, nothing needs planning.
-fn fast_noop(
-    config: &Config,
-    store: &Store,
-    fs: &mut HostFs,
-) -> Result<Option<Planned>, ApplyError> {
+/// config, each managed path is stat-ed and compared with the stat cache; only what differs
+/// needs looking at.
+fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, ApplyError> {
     let clock = std::time::Instant::now();
     let Some((commit, fingerprint)) = store.inventory_meta()? else {
-        return Ok(None);
+        return Ok(Fast::Unknown);
     };
     let deployed = store.deployed()?.map(|d| d.commit);
     let (target, note) = target(store, deployed.as_deref(), Goal::Newest)?;
@@ -129,17 +140,26 @@ fn fast_noop(
         || fingerprint != fast::fingerprint(config, &commit)
         || store.interrupted_deployment()?.is_some()
     {
-        return Ok(None);
+        return Ok(Fast::Unknown);
     }
     let rows = store.inventory()?;
-    let unchanged = fast::unchanged(fs, &rows);
-    tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), unchanged, "fast path");
-    Ok(unchanged.then(|| Planned {
+    let suspects = fast::suspects(fs, &rows);
+    tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), suspects = suspects.len(), "fast path");
+    let planned = Planned {
         commit: target.id(),
         deployed,
         plan: Plan::default(),
         note,
-    }))
+    };
+    Ok(if suspects.is_empty() {
+        Fast::Clean(planned)
+    } else {
+        Fast::Suspects {
+            planned,
+            rows,
+            suspects,
+        }
+    })
 }
 
 /// Converges the host to the goal's commit.
@@ -160,20 +180,28 @@ pub fn apply(
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
     execute::recover(&store, &mut fs)?;
-    if goal == Goal::Newest
-        && let Some(planned) = fast_noop(config, &store, &mut fs)?
-    {
-        let commit = planned.commit.to_string();
-        return Ok(Applied {
-            commit,
-            kind: "none".into(),
-            steps: 0,
-            repairs: 0,
-            note: planned.note,
-            shown: String::new(),
-        });
-    }
-    let cycle = Cycle::prepare(config, &store, &objects, &mut fs, goal)?;
+    let cycle = match goal {
+        Goal::Newest => match fast_check(config, &store, &mut fs)? {
+            Fast::Clean(planned) => {
+                let commit = planned.commit.to_string();
+                return Ok(Applied {
+                    commit,
+                    kind: "none".into(),
+                    steps: 0,
+                    repairs: 0,
+                    note: planned.note,
+                    shown: String::new(),
+                });
+            }
+            Fast::Suspects {
+                planned,
+                rows,
+                suspects,
+            } => Cycle::repair(config, &objects, &mut fs, planned, rows, &suspects)?,
+            Fast::Unknown => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
+        },
+        Goal::Rollback => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
+    };
     let fingerprint = fast::fingerprint(config, &cycle.planned.commit.to_string());
     if goal == Goal::Rollback
         && let Some(current) = &cycle.planned.deployed
@@ -198,8 +226,11 @@ struct Cycle {
     seen: observe::Seen,
     managed: Vec<Managed>,
     originals: Vec<String>,
-    /// The inventory the last deployment left.
+    /// The inventory the last deployment left (for a repair: the suspect rows).
     previous: Vec<crate::store::InventoryRow>,
+    /// Only the paths of `desired` were looked at (a repair of suspects): the rest of the
+    /// inventory stands.
+    partial: bool,
 }
 
 impl Cycle {
@@ -256,17 +287,7 @@ impl Cycle {
             source,
         })?;
         let mut plan = plan;
-        // Sizes of tree files are looked up only for the files that are written.
-        for step in &mut plan.steps {
-            if let plan::Action::Write {
-                blob,
-                size: size @ None,
-                ..
-            } = &mut step.action
-            {
-                *size = objects.repo().find_header(*blob).ok().map(|h| h.size());
-            }
-        }
+        fill_sizes(&mut plan, objects);
         tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {
             planned: Planned {
@@ -280,6 +301,62 @@ impl Cycle {
             managed,
             originals,
             previous: inventory,
+            partial: false,
+        })
+    }
+
+    /// A repair of the deployed commit, planned from the inventory alone: its suspect rows are
+    /// the desired state of their paths (same commit, same config), so no manifest is read.
+    fn repair(
+        config: &Config,
+        objects: &ObjectStore,
+        fs: &mut HostFs,
+        planned: Planned,
+        rows: Vec<crate::store::InventoryRow>,
+        suspects: &[usize],
+    ) -> Result<Self, ApplyError> {
+        let clock = std::time::Instant::now();
+        let previous: Vec<_> = suspects.iter().map(|&i| rows[i].clone()).collect();
+        let owners = if config.apply.set_owner {
+            None
+        } else {
+            Some(current_user()?)
+        };
+        let desired: Vec<plan::Desired> = previous
+            .iter()
+            .filter_map(desired::from_inventory)
+            .collect();
+        let seen = observe::observe(fs, &desired, &previous)?;
+        let mut plan = match &owners {
+            Some(o) => plan::make_with_parent_owner(
+                &desired,
+                &seen.observation,
+                &[],
+                (o.owner.clone(), o.group.clone()),
+            ),
+            None => plan::make(&desired, &seen.observation, &[]),
+        }
+        .map_err(|source| ApplyError::Plan {
+            commit: planned.commit,
+            source,
+        })?;
+        fill_sizes(&mut plan, objects);
+        tracing::debug!(elapsed = ?clock.elapsed(), suspects = desired.len(), steps = plan.steps.len(), "repair planned");
+        let managed = desired
+            .iter()
+            .map(|d| Managed {
+                path: d.path.clone(),
+                took_over: false,
+            })
+            .collect();
+        Ok(Self {
+            planned: Planned { plan, ..planned },
+            desired,
+            seen,
+            managed,
+            originals: Vec::new(),
+            previous,
+            partial: true,
         })
     }
 
@@ -328,6 +405,20 @@ fn target(
                 }
                 _ => Ok((trusted, None)),
             }
+        }
+    }
+}
+
+/// Sizes of tree files are looked up only for the files that are written.
+fn fill_sizes(plan: &mut Plan, objects: &ObjectStore) {
+    for step in &mut plan.steps {
+        if let plan::Action::Write {
+            blob,
+            size: size @ None,
+            ..
+        } = &mut step.action
+        {
+            *size = objects.repo().find_header(*blob).ok().map(|h| h.size());
         }
     }
 }

@@ -142,17 +142,25 @@ pub struct Finish<'a> {
     /// What the inventory describes (commit, fingerprint), when it describes the host fully:
     /// the no-op fast path trusts it.
     pub describes: Option<(&'a str, &'a str)>,
+    /// `inventory` is the whole inventory (else: only the rows it holds change).
+    pub whole: bool,
 }
 
 fn u32_of(v: Option<i64>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok())
 }
 
-/// Replaces the whole inventory with `rows`.
-fn write_inventory(tx: &rusqlite::Connection, rows: &[InventoryRow]) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM inventory", [])?;
+/// Writes `rows` into the inventory; `whole`: they replace it.
+fn write_inventory(
+    tx: &rusqlite::Connection,
+    rows: &[InventoryRow],
+    whole: bool,
+) -> Result<(), StoreError> {
+    if whole {
+        tx.execute("DELETE FROM inventory", [])?;
+    }
     let mut insert = tx.prepare(
-                "INSERT INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact)
+                "INSERT OR REPLACE INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
     for row in rows {
@@ -305,7 +313,7 @@ impl Store {
             "UPDATE deployments SET result = ?2, error = ?3, finished = ?4, repairs = ?5 WHERE id = ?1",
             params![id, finish.result, finish.error, to_i64(now()), to_i64(finish.repairs)],
         )?;
-        write_inventory(&tx, finish.inventory)?;
+        write_inventory(&tx, finish.inventory, finish.whole)?;
         {
             set_meta(&tx, finish.describes)?;
             let mut forget = tx.prepare("DELETE FROM originals WHERE path = ?1")?;
@@ -335,38 +343,17 @@ impl Store {
             .optional()?)
     }
 
-    /// Replaces the inventory after a reconcile that found nothing to change: it now
-    /// describes the host fully, with fresh stat data.
-    pub fn replace_inventory(
+    /// Writes the inventory after a reconcile that found nothing to change (all of it, or
+    /// only the rows it looked at): it now describes the host, with fresh stat data.
+    pub fn refresh_inventory(
         &self,
         rows: &[InventoryRow],
+        whole: bool,
         describes: (&str, &str),
     ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        write_inventory(&tx, rows)?;
+        write_inventory(&tx, rows, whole)?;
         set_meta(&tx, Some(describes))?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Records fresh stat data for paths confirmed to be as the inventory says.
-    pub fn refresh_stat_cache(&self, rows: &[(String, StatCache)]) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
-        {
-            let mut update = tx.prepare(
-                "UPDATE inventory SET size = ?2, mtime_ns = ?3, ctime_ns = ?4, ino = ?5, cached_ns = ?6 WHERE path = ?1",
-            )?;
-            for (path, s) in rows {
-                update.execute(params![
-                    path,
-                    to_i64(s.size),
-                    s.mtime_ns,
-                    s.ctime_ns,
-                    to_i64(s.ino),
-                    s.cached_ns
-                ])?;
-            }
-        }
         tx.commit()?;
         Ok(())
     }
