@@ -82,14 +82,7 @@ pub fn run(
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
         store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
-        return Ok(Applied {
-            commit,
-            kind: "none".into(),
-            steps: 0,
-            repairs: 0,
-            note: planned.note,
-            shown,
-        });
+        return Ok(Applied::nothing(commit, planned.note));
     }
     preflight(fs, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();

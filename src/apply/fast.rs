@@ -96,3 +96,96 @@ fn dir_cache_holds(cache: Option<&StatCache>, stat: &Stat) -> bool {
             && stat.mtime_ns.max(stat.ctime_ns) < c.cached_ns - RACY_NS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::observe::cache_of;
+
+    fn config(extra: &str) -> Result<Config, crate::config::ConfigError> {
+        let text =
+            format!("[host]\nname = \"edge-1\"\n{extra}\n[trust]\nallowed_signers = \"/a\"\n");
+        Config::parse(&text, std::path::Path::new("/etc/outpost/config.toml"))
+    }
+
+    #[test]
+    fn fingerprint_follows_what_the_desired_state_depends_on()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let base = fingerprint(&config("")?, "c1");
+        assert_eq!(base, fingerprint(&config("")?, "c1"));
+        assert_ne!(base, fingerprint(&config("")?, "c2"));
+        assert_ne!(
+            base,
+            fingerprint(&config("labels = { role = \"camera\" }")?, "c1")
+        );
+        assert_ne!(
+            base,
+            fingerprint(&config("[apply]\nset_owner = false")?, "c1")
+        );
+        assert_ne!(
+            base,
+            fingerprint(&config("[apply]\nallowed_paths = [\"/etc\"]")?, "c1")
+        );
+        Ok(())
+    }
+
+    fn row(
+        path: &str,
+        kind: &str,
+        exact: bool,
+        stat: Option<&Stat>,
+        cached_ns: i64,
+    ) -> InventoryRow {
+        InventoryRow {
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+            exact,
+            blob: None,
+            mode: stat.map(|s| s.mode),
+            uid: stat.map(|s| s.uid),
+            gid: stat.map(|s| s.gid),
+            target: None,
+            stat: stat.map(|s| cache_of(s, cached_ns)),
+        }
+    }
+
+    #[test]
+    fn suspects_are_what_changed_and_everything_below_a_changed_tree()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir_all(root.path().join("opt/app/sub"))?;
+        std::fs::write(root.path().join("opt/app/sub/a"), "a")?;
+        std::fs::write(root.path().join("opt/b"), "b")?;
+        let mut fs = HostFs::open(root.path())?;
+        let p = |s: &str| HostPath::parse(s).expect("valid");
+        let stat = |fs: &mut HostFs, s: &str| fs.stat(&p(s)).ok().flatten().ok_or("missing");
+        let later = i64::MAX / 2;
+        let (app, sub, a, b) = (
+            stat(&mut fs, "/opt/app")?,
+            stat(&mut fs, "/opt/app/sub")?,
+            stat(&mut fs, "/opt/app/sub/a")?,
+            stat(&mut fs, "/opt/b")?,
+        );
+        let rows = vec![
+            row("/etc/gone", "absent", false, None, later),
+            row("/opt/app", "directory", true, Some(&app), later),
+            row("/opt/app/sub", "directory", true, Some(&sub), later),
+            row("/opt/app/sub/a", "file", false, Some(&a), later),
+            row("/opt/b", "file", false, Some(&b), later),
+        ];
+        assert_eq!(suspects(&mut fs, &rows), Vec::<usize>::new());
+        std::fs::write(root.path().join("opt/app/sub/extra"), "x")?;
+        assert_eq!(
+            suspects(&mut fs, &rows),
+            vec![2, 3],
+            "the changed tree directory and what is below it"
+        );
+        let fresh = vec![row("/opt/b", "file", false, Some(&b), b.mtime_ns)];
+        assert_eq!(
+            suspects(&mut fs, &fresh),
+            vec![0],
+            "a cache entry recorded too soon is not trusted"
+        );
+        Ok(())
+    }
+}

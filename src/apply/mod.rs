@@ -96,6 +96,20 @@ pub struct Applied {
     pub shown: String,
 }
 
+impl Applied {
+    /// A reconcile that found the host as it should be.
+    fn nothing(commit: String, note: Option<String>) -> Self {
+        Self {
+            commit,
+            kind: "none".into(),
+            steps: 0,
+            repairs: 0,
+            note,
+            shown: String::new(),
+        }
+    }
+}
+
 /// Plans the newest trusted commit without changing anything (no lock, no writes).
 pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
     let state = &config.state.dir;
@@ -183,15 +197,7 @@ pub fn apply(
     let cycle = match goal {
         Goal::Newest => match fast_check(config, &store, &mut fs)? {
             Fast::Clean(planned) => {
-                let commit = planned.commit.to_string();
-                return Ok(Applied {
-                    commit,
-                    kind: "none".into(),
-                    steps: 0,
-                    repairs: 0,
-                    note: planned.note,
-                    shown: String::new(),
-                });
+                return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
             }
             Fast::Suspects {
                 planned,
