@@ -141,8 +141,23 @@ fn tree_is_kept_exact() -> Result {
         run.stdout,
         "- remove /opt/app/static/extra.js (file), not in the tree /opt/app/static\n"
     );
-    assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+    // The repair looks only at the tree directory that changed: the managed files in it stay.
+    let run = fleet.outpost(&["apply"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(
+            "- remove /opt/app/static/extra.js (file), not in the tree /opt/app/static\n"
+        ),
+        "{}",
+        run.stdout
+    );
     assert!(!fleet.on_host("/opt/app/static/extra.js").exists());
+    assert_eq!(
+        std::fs::read_to_string(fleet.on_host("/opt/app/static/index.html"))?,
+        "<h1>hello</h1>\n"
+    );
+    assert!(fleet.on_host("/opt/app/static/css/site.css").exists());
+    assert_eq!(fleet.outpost(&["plan"])?.code, 0);
     Ok(())
 }
 

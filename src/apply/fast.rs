@@ -39,32 +39,21 @@ pub fn fingerprint(config: &Config, commit: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The rows whose path is not as the inventory recorded it, judged by stat data alone; an
-/// exact directory that changed brings every row below it along. Rows come sorted by path,
-/// so a directory comes before what is below it.
+/// The rows whose path is not as the inventory recorded it, judged by stat data alone. An
+/// exact directory is a suspect when an entry appeared, went or was renamed in it; what is
+/// below it is judged on its own.
 pub fn suspects(fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut exact: Vec<&str> = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        let below = |d: &&str| {
-            row.path.len() > d.len()
-                && row.path.starts_with(*d)
-                && row.path.as_bytes()[d.len()] == b'/'
-        };
-        let suspect = exact.iter().any(below)
-            || !HostPath::parse(&row.path).is_ok_and(|path| match fs.stat(&path) {
+    rows.iter()
+        .enumerate()
+        .filter(|(_, row)| {
+            !HostPath::parse(&row.path).is_ok_and(|path| match fs.stat(&path) {
                 Ok(None) => row.kind == "absent",
                 Ok(Some(stat)) => holds(row, &stat),
                 Err(_) => false,
-            });
-        if suspect {
-            out.push(i);
-            if row.exact {
-                exact.push(&row.path);
-            }
-        }
-    }
-    out
+            })
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn holds(row: &InventoryRow, stat: &Stat) -> bool {
@@ -150,8 +139,7 @@ mod tests {
     }
 
     #[test]
-    fn suspects_are_what_changed_and_everything_below_a_changed_tree()
-    -> Result<(), Box<dyn std::error::Error>> {
+    fn suspects_are_the_paths_whose_stat_data_changed() -> Result<(), Box<dyn std::error::Error>> {
         let root = tempfile::tempdir()?;
         std::fs::create_dir_all(root.path().join("opt/app/sub"))?;
         std::fs::write(root.path().join("opt/app/sub/a"), "a")?;
@@ -177,8 +165,8 @@ mod tests {
         std::fs::write(root.path().join("opt/app/sub/extra"), "x")?;
         assert_eq!(
             suspects(&mut fs, &rows),
-            vec![2, 3],
-            "the changed tree directory and what is below it"
+            vec![2],
+            "only the tree directory an entry appeared in"
         );
         let fresh = vec![row("/opt/b", "file", false, Some(&b), b.mtime_ns)];
         assert_eq!(

@@ -268,7 +268,7 @@ impl Cycle {
         let originals = store.original_paths()?;
         tracing::debug!(elapsed = ?clock.elapsed(), paths = inventory.len(), "inventory read");
         let clock = std::time::Instant::now();
-        let seen = observe::observe(fs, &desired, &inventory)?;
+        let seen = observe::observe(fs, &desired, &inventory, &|_| false)?;
         tracing::debug!(elapsed = ?clock.elapsed(), paths = seen.observation.len(), "host observed");
         let clock = std::time::Instant::now();
         let managed: Vec<Managed> = inventory
@@ -332,7 +332,13 @@ impl Cycle {
             .iter()
             .filter_map(desired::from_inventory)
             .collect();
-        let seen = observe::observe(fs, &desired, &previous)?;
+        // Managed paths that are not suspects are as recorded: never extras of a tree.
+        let managed_path = |p: &HostPath| {
+            let key = p.as_path().as_os_str().as_encoded_bytes();
+            rows.binary_search_by(|r| r.path.as_bytes().cmp(key))
+                .is_ok()
+        };
+        let seen = observe::observe(fs, &desired, &previous, &managed_path)?;
         let mut plan = match &owners {
             Some(o) => plan::make_with_parent_owner(
                 &desired,

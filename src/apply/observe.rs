@@ -30,10 +30,14 @@ pub struct Seen {
 
 /// Looks at the desired paths, the inventory's paths and everything below exact and absent
 /// directories.
+///
+/// `managed` tells paths outpost manages that are not looked at this time (a repair looks at
+/// the suspect paths only): they are never reported as extras of an exact directory.
 pub fn observe(
     fs: &mut HostFs,
     desired: &[Desired],
     inventory: &[InventoryRow],
+    managed: &dyn Fn(&HostPath) -> bool,
 ) -> Result<Seen, FsError> {
     let inventory: HashMap<HostPath, &InventoryRow> = inventory
         .iter()
@@ -83,7 +87,8 @@ pub fn observe(
         };
         seen.observation.insert(path.clone(), observed);
         if below {
-            list_below(fs, path, &paths, &mut seen.observation)?;
+            let known = |p: &HostPath| paths.contains(p) || managed(p);
+            list_below(fs, path, &known, &mut seen.observation)?;
         }
     }
     Ok(seen)
@@ -255,12 +260,12 @@ fn null_blob() -> BlobId {
 }
 
 /// Everything below `dir` that is neither desired nor managed (those are looked at on their
-/// own), depth first, not following symlinks. Such paths are only ever removed, so their kind
+/// own, and a known directory lists its own extras), depth first, not following symlinks. Such paths are only ever removed, so their kind
 /// from the directory listing is all that is needed: nothing is stat-ed or hashed.
 fn list_below(
     fs: &mut HostFs,
     dir: &HostPath,
-    known: &BTreeSet<HostPath>,
+    known: &dyn Fn(&HostPath) -> bool,
     observation: &mut Observation,
 ) -> Result<(), FsError> {
     let mut stack = vec![dir.clone()];
@@ -269,11 +274,12 @@ fn list_below(
             let Ok(path) = HostPath::parse(d.as_path().join(&name)) else {
                 continue;
             };
+            // A known directory is looked at on its own, extras below it included.
+            if known(&path) || observation.contains_key(&path) {
+                continue;
+            }
             if kind == Kind::Directory {
                 stack.push(path.clone());
-            }
-            if known.contains(&path) || observation.contains_key(&path) {
-                continue;
             }
             let observed = match kind {
                 Kind::Directory => Observed::Directory {
