@@ -1,7 +1,6 @@
 //! The reconciler from the built binary: apply, plan, drift repair, prune, rollback, history.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 
 use crate::support::{Fleet, Result};
 
@@ -345,20 +344,8 @@ fn apply_with_nothing_trusted_says_so() -> Result {
 fn second_apply_waits_then_names_the_holder() -> Result {
     let (fleet, _) = fleet_with_manifest()?;
     let lock = fleet.state().join("lock");
-    // A holder that, like outpost, writes its pid into the lock file it holds.
-    let mut holder = Command::new("flock")
-        .arg(&lock)
-        .args(["sh", "-c", "echo $$ > \"$0\"; echo locked; read _"])
-        .arg(&lock)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?),
-        &mut line,
-    )?;
-    let pid = std::fs::read_to_string(&lock)?.trim().to_owned();
+    let holder = fleet.hold_lock()?;
+    let pid = holder.pid.clone();
     let started = std::time::Instant::now();
     let run = fleet.outpost(&["apply"])?;
     assert!(
@@ -374,8 +361,7 @@ fn second_apply_waits_then_names_the_holder() -> Result {
         )
     );
     assert!(!fleet.on_host("/etc/chrony/chrony.conf").exists());
-    drop(holder.stdin.take());
-    holder.wait()?;
+    drop(holder);
     Ok(())
 }
 

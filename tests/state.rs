@@ -1,7 +1,5 @@
 //! Local state: the floor mirror outlives the database, status reads while the lock is held.
 
-use std::process::{Command, Stdio};
-
 use crate::support::{Fleet, Result};
 
 #[test]
@@ -58,29 +56,19 @@ fn status_reads_while_another_process_holds_the_lock() -> Result {
     let tip = fleet.commit("a", "1")?;
     let bundle = fleet.bundle("site.bundle", &["main"])?;
     assert_eq!(fleet.outpost_paths("import", &[&bundle])?.code, 0);
-    let mut holder = Command::new("flock")
-        .arg(fleet.state().join("lock"))
-        .args(["sh", "-c", "echo locked; read _"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().ok_or("stdout")?),
-        &mut line,
-    )?;
-    assert_eq!(line, "locked\n");
+    let holder = fleet.hold_lock()?;
     assert_eq!(fleet.trusted()?, Some(tip));
     let run = fleet.outpost_paths("import", &[&bundle])?;
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("another outpost process (pid ")
-            && run.stderr.contains("wait for it to finish or stop it"),
+        run.stderr.contains(&format!(
+            "another outpost process (pid {}) holds",
+            holder.pid
+        )) && run.stderr.contains("wait for it to finish or stop it"),
         "{}",
         run.stderr
     );
-    drop(holder.stdin.take());
-    holder.wait()?;
+    drop(holder);
     Ok(())
 }
 

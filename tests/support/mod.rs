@@ -341,3 +341,40 @@ impl Fleet {
         Ok(out)
     }
 }
+
+/// A process holding the state lock as outpost does (its pid written into the lock file),
+/// until dropped.
+pub struct LockHolder {
+    child: std::process::Child,
+    pub pid: String,
+}
+
+impl Fleet {
+    /// Takes the state lock from another process and returns once it is held.
+    pub fn hold_lock(&self) -> Result<LockHolder> {
+        use std::process::Stdio;
+        let lock = self.state().join("lock");
+        let mut child = Command::new("flock")
+            .arg(&lock)
+            .args(["sh", "-c", "echo $$ > \"$0\"; echo locked; read _"])
+            .arg(&lock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        if line != "locked\n" {
+            return Err(format!("the lock holder said {line:?}").into());
+        }
+        let pid = std::fs::read_to_string(&lock)?.trim().to_owned();
+        Ok(LockHolder { child, pid })
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
