@@ -17,6 +17,13 @@
 //! the pack files moved into the object store, the verdict and the new high-water mark written
 //! in one SQLite transaction, the floor mirror rewritten and the tracked ref moved.
 //!
+//! A reconcile (`apply`) goes to the newest trusted commit. Its hot path reads the inventory,
+//! stats each managed path and compares with the stat cache; when that describes the host for
+//! the target commit and this host's config, and nothing differs, nothing more is read. Paths
+//! that differ are repaired from the inventory alone. Otherwise the manifest is loaded for
+//! this host, the host observed and a plan made; the deployment is journalled, executed
+//! through `apply::fs` and recorded with the new inventory.
+//!
 //! # Modules
 //!
 //! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.

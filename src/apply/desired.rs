@@ -98,10 +98,8 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
         return Vec::new();
     };
     let (owner, group) = owned(owner, group, owners);
-    let at = |rel: &std::path::Path| {
-        HostPath::parse(entry.path.as_path().join(rel))
-            .expect("tree paths are checked by the manifest")
-    };
+    // The manifest checked every component of a tree's relative paths.
+    let at = |rel: &std::path::Path| entry.path.join_checked(rel);
     let dir = |path: HostPath| Desired {
         path,
         kind: DesiredKind::Directory {
