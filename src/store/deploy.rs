@@ -278,6 +278,8 @@ impl Store {
             params![commit, kind, to_i64(now()), to_i64(steps.len() as u64)],
         )?;
         let id = tx.last_insert_rowid();
+        // Until this deployment finishes, the inventory may not describe the host.
+        set_meta(&tx, None)?;
         {
             let mut journal = tx.prepare(
                 "INSERT INTO journal (deployment_id, seq, path, step) VALUES (?1, ?2, ?3, ?4)",
