@@ -31,6 +31,12 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, fsync, symlinkat, u
 
 use crate::manifest::HostPath;
 
+mod error;
+mod write;
+
+pub use error::FsError;
+use write::{check_replaceable, create_temp, fill, rename_into_place};
+
 /// How many open directories a [`HostFs`] keeps.
 pub const MAX_CACHED_DIRS: usize = 256;
 
@@ -39,87 +45,6 @@ pub const TEMP_PREFIX: &str = ".outpost-tmp.";
 
 /// Longest file name Linux filesystems take.
 const NAME_MAX: usize = 255;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    #[error("cannot open host root {root}; check host.root in the config")]
-    OpenRoot { root: PathBuf, source: Errno },
-    #[error("the kernel cannot resolve paths safely (openat2 needs Linux 5.6 or newer)")]
-    Openat2Unsupported { source: Errno },
-    #[error("{path} is below a symlink, which outpost never follows; make it a real directory")]
-    SymlinkInPath { path: HostPath },
-    #[error("a path component above {path} is not a directory")]
-    ParentNotDirectory { path: HostPath },
-    #[error("the directory holding {path} does not exist; declare it in the manifest")]
-    ParentMissing { path: HostPath },
-    #[error("cannot open a directory above {path}")]
-    OpenParent { path: HostPath, source: Errno },
-    #[error("cannot stat {path}")]
-    Stat { path: HostPath, source: Errno },
-    #[error("cannot read {path}")]
-    Read { path: HostPath, source: Errno },
-    #[error("{path} is not a regular file")]
-    NotRegularFile { path: HostPath },
-    #[error("{path} is larger than {max} bytes")]
-    TooLarge { path: HostPath, max: u64 },
-    #[error("cannot read symlink {path}")]
-    ReadLink { path: HostPath, source: Errno },
-    #[error("cannot list directory {path}")]
-    List { path: HostPath, source: Errno },
-    #[error("{path} is a directory; remove it or change the manifest")]
-    IsDirectory { path: HostPath },
-    #[error("{path} is a mount point; unmount it or change the manifest")]
-    MountPoint { path: HostPath },
-    #[error("{path} is a symlink and outpost never follows one")]
-    IsSymlink { path: HostPath },
-    #[error("{path} is a device, fifo or socket; remove it or change the manifest")]
-    SpecialFile { path: HostPath },
-    #[error("cannot create a temporary file next to {path}")]
-    CreateTemp { path: HostPath, source: Errno },
-    #[error("cannot write {path}")]
-    Write { path: HostPath, source: Errno },
-    #[error("cannot flush {path} to disk")]
-    SyncFile { path: HostPath, source: Errno },
-    #[error("cannot move the new {path} into place")]
-    Rename { path: HostPath, source: Errno },
-    #[error("cannot set the owner of {path} to {uid}:{gid}")]
-    SetOwner {
-        path: HostPath,
-        uid: u32,
-        gid: u32,
-        source: Errno,
-    },
-    #[error("cannot set the mode of {path} to {mode:04o}")]
-    SetMode {
-        path: HostPath,
-        mode: u32,
-        source: Errno,
-    },
-    #[error("cannot create directory {path}")]
-    CreateDir { path: HostPath, source: Errno },
-    #[error("{path} exists and is not a directory; remove it or change the manifest")]
-    NotDirectory { path: HostPath },
-    #[error("cannot create symlink {path}")]
-    Symlink { path: HostPath, source: Errno },
-    #[error("cannot remove {path}")]
-    Remove { path: HostPath, source: Errno },
-    #[error("cannot flush directory {} to disk", show_dir(.dir.as_ref()))]
-    SyncDir {
-        dir: Option<HostPath>,
-        source: Errno,
-    },
-    #[error("cannot check whether the filesystem holding {path} is read-only")]
-    StatFs { path: HostPath, source: Errno },
-    #[error("cannot remove temporary files in {}", show_dir(.dir.as_ref()))]
-    RemoveTemp {
-        dir: Option<HostPath>,
-        source: Errno,
-    },
-}
-
-fn show_dir(dir: Option<&HostPath>) -> String {
-    dir.map_or_else(|| "/".to_owned(), HostPath::to_string)
-}
 
 /// What a host path is, not following a symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,132 +551,6 @@ fn set_owner_error(path: &HostPath, uid: u32, gid: u32, source: Errno) -> FsErro
         gid,
         source,
     }
-}
-
-/// Refuses to replace a directory or a mount point at `name`; a missing entry is fine.
-///
-/// Mount points are found by the kernel (`RESOLVE_NO_XDEV` fails with EXDEV when the name is
-/// one), not by comparing `st_dev`: on overlayfs a file's `st_dev` may differ from its
-/// directory's, and a bind mount from the same filesystem has the same `st_dev`.
-fn check_replaceable(parent: BorrowedFd<'_>, name: &OsStr, path: &HostPath) -> Result<(), FsError> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = match openat2(parent, Path::new(name), how) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(Errno::EXDEV) => return Err(FsError::MountPoint { path: path.clone() }),
-        Err(source) => {
-            return Err(FsError::Stat {
-                path: path.clone(),
-                source,
-            });
-        }
-    };
-    let st = fstat(&fd).map_err(|source| FsError::Stat {
-        path: path.clone(),
-        source,
-    })?;
-    if kind_of(st.st_mode) == Kind::Directory {
-        return Err(FsError::IsDirectory { path: path.clone() });
-    }
-    Ok(())
-}
-
-/// `.outpost-tmp.<name>.<16 hex digits>`, the name cut so the whole fits in NAME_MAX.
-fn temp_name(name: &OsStr) -> OsString {
-    // Each RandomState has fresh keys; the counter only keeps two calls apart in any case.
-    static CALLS: AtomicU64 = AtomicU64::new(0);
-    let random = RandomState::new().hash_one(CALLS.fetch_add(1, Ordering::Relaxed));
-    let suffix = format!(".{random:016x}");
-    let keep = name.len().min(NAME_MAX - TEMP_PREFIX.len() - suffix.len());
-    let mut temp = Vec::with_capacity(NAME_MAX);
-    temp.extend_from_slice(TEMP_PREFIX.as_bytes());
-    temp.extend_from_slice(&name.as_bytes()[..keep]);
-    temp.extend_from_slice(suffix.as_bytes());
-    OsString::from_vec(temp)
-}
-
-/// Creates a fresh temporary name next to `path` with `create`, retrying on a name clash.
-fn create_temp<T>(
-    path: &HostPath,
-    mut create: impl FnMut(&OsStr) -> nix::Result<T>,
-) -> Result<(OsString, T), FsError> {
-    let mut attempts = 0;
-    loop {
-        let temp = temp_name(file_name(path));
-        match create(&temp) {
-            Ok(made) => return Ok((temp, made)),
-            Err(Errno::EEXIST) if attempts < 16 => attempts += 1,
-            Err(source) => {
-                return Err(FsError::CreateTemp {
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-/// Writes, chowns, chmods and fsyncs the open temporary file.
-fn fill(
-    fd: &OwnedFd,
-    path: &HostPath,
-    bytes: &[u8],
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<(), FsError> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match nix::unistd::write(fd, rest) {
-            Ok(0) => {
-                return Err(FsError::Write {
-                    path: path.clone(),
-                    source: Errno::EIO,
-                });
-            }
-            Ok(n) => rest = &rest[n..],
-            Err(Errno::EINTR) => {}
-            Err(source) => {
-                return Err(FsError::Write {
-                    path: path.clone(),
-                    source,
-                });
-            }
-        }
-    }
-    // Owner before mode: chown clears setuid and setgid.
-    if let Some((uid, gid)) = owner {
-        fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-            .map_err(|source| set_owner_error(path, uid, gid, source))?;
-    }
-    fchmod(fd, mode_bits(mode)).map_err(|source| set_mode_error(path, mode, source))?;
-    fsync(fd).map_err(|source| FsError::SyncFile {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(())
-}
-
-fn rename_into_place(
-    parent: BorrowedFd<'_>,
-    temp: &OsStr,
-    name: &OsStr,
-    path: &HostPath,
-) -> Result<(), FsError> {
-    renameat(parent, temp, parent, name).map_err(|source| match source {
-        // Changed since the check: a directory, or a mount point the kernel will not replace.
-        Errno::EISDIR => FsError::IsDirectory { path: path.clone() },
-        Errno::EBUSY => FsError::MountPoint { path: path.clone() },
-        source => FsError::Rename {
-            path: path.clone(),
-            source,
-        },
-    })
 }
 
 /// The entries of the open directory `dir`, sorted, read through a fresh open file

@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::process::Command;
 
+use super::write::temp_name;
 use super::*;
 
 type TestResult = Result<(), Box<dyn Error>>;
