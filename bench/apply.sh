@@ -50,8 +50,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 gen="$here/gen-www.py"
 
-die() { echo "apply.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+name=apply.sh
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+TIMED_SYNC=1
 
 [[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
 [[ $SIZE =~ ^[1-9][0-9]*$ ]] && ((SIZE >= 64)) || die "SIZE must be an integer >= 64 (got '$SIZE')"
@@ -62,42 +64,16 @@ done
 command -v rsync >/dev/null || die "rsync is required; install it with: apt-get install -y rsync"
 rsync --help 2>/dev/null | grep -q -- '--fsync' ||
     die "this rsync has no --fsync (needs rsync >= 3.2.4): $(rsync --version | head -n 1)"
-if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
-    die "GNU time is required at /usr/bin/time to measure peak RSS; install it with: apt-get install -y time"
-fi
-
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-export LC_ALL=C
-
-now_ns() { date +%s%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 
 # ---- the binary (first, so a broken build fails before the generation) -------------------------
-outpost=""
-if [[ $SKIP_OUTPOST != 1 ]]; then
-    if [[ -n ${OUTPOST:-} ]]; then
-        outpost=$OUTPOST
-    else
-        outpost="$root/target/release/outpost"
-        if [[ ${NO_BUILD:-0} != 1 ]]; then
-            log "cargo build --release --locked"
-            (cd "$root" && cargo build --release --locked --quiet) ||
-                die "cargo build failed (set SKIP_OUTPOST=1 to time rsync alone)"
-        fi
-    fi
-    [[ -x $outpost ]] || die "no outpost binary at $outpost (build it, set OUTPOST=..., or SKIP_OUTPOST=1)"
-    outpost=$(cd "$(dirname "$outpost")" && pwd)/$(basename "$outpost")
+find_outpost rsync
+if [[ -n $outpost ]]; then
     "$outpost" --help 2>/dev/null | grep -qE '^ +apply ' ||
         die "$outpost has no apply command (set SKIP_OUTPOST=1 to time rsync alone)"
 fi
 
 # ---- work dir and cached repository ------------------------------------------------------------
-if [[ $# -ge 1 ]]; then
-    mkdir -p "$1"
-    work=$(cd "$1" && pwd)
-else
-    work=$(mktemp -d /tmp/outpost-bench.XXXXXX)
-fi
+work_dir "$@"
 manifest='[[tree]]
 path = "/srv/www"
 source = "www"'
@@ -186,27 +162,6 @@ EOF
 cfg="$run/config.toml"
 host_www="$run/host/srv/www"
 
-# timed LABEL CMD... : runs CMD under GNU time after a `sync` (so that earlier writes are not
-# flushed inside the timing); sets $wall (seconds) and $rss (KiB). Its output goes to
-# $run/LABEL.out/.err; a failure prints them and stops the benchmark.
-timed() {
-    local label=$1
-    shift
-    local t0 t1 status=0
-    sync
-    t0=$(now_ns)
-    /usr/bin/time -o "$run/$label.time" -f %M "$@" >"$run/$label.out" 2>"$run/$label.err" || status=$?
-    t1=$(now_ns)
-    if [[ $status -ne 0 ]]; then
-        echo "apply.sh: $label failed (exit $status): $*" >&2
-        sed 's/^/    /' "$run/$label.out" "$run/$label.err" >&2
-        exit 1
-    fi
-    wall=$(secs "$t0" "$t1")
-    rss=$(tail -n 1 "$run/$label.time")
-}
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }'; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 > b + 0) ? a : b }'; }
 fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
 
 # same_tree WHAT DIR: diff -r SRC DIR must be clean.
@@ -343,7 +298,6 @@ if [[ -n $outpost ]]; then
 fi
 
 # ---- report -----------------------------------------------------------------------------------------
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 row() { # row LABEL NAME
     printf '  %-32s %8s %8s %9s MiB\n' "$1" "${best[$2]}" "${worst[$2]}" \
         "$(awk -v k="${peak[$2]}" 'BEGIN { printf "%.1f", k / 1024 }')"

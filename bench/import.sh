@@ -36,8 +36,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 gen="$here/gen-history.py"
 
-die() { echo "import.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+name=import.sh
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 
 [[ $COMMITS =~ ^[1-9][0-9]*$ ]] || die "COMMITS must be a positive integer (got '$COMMITS')"
 [[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
@@ -45,42 +46,12 @@ log() { echo "== $*" >&2; }
 for tool in git python3 ssh-keygen awk sha256sum; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
-if ! /usr/bin/time -f %M true >/dev/null 2>&1; then
-    die "GNU time is required at /usr/bin/time to measure peak RSS; install it with: apt-get install -y time"
-fi
-
-# Keep the user's and the system's git configuration out of both the build and the timings
-# (fetch.fsckObjects, commit.gpgsign, gc.auto ... would change what is measured).
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-export LC_ALL=C
-
-now_ns() { date +%s%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
 
 # ---- the binary (first, so a broken build fails before the long generation) ----------------
-outpost=""
-if [[ $SKIP_OUTPOST != 1 ]]; then
-    if [[ -n ${OUTPOST:-} ]]; then
-        outpost=$OUTPOST
-    else
-        outpost="$root/target/release/outpost"
-        if [[ ${NO_BUILD:-0} != 1 ]]; then
-            log "cargo build --release --locked"
-            (cd "$root" && cargo build --release --locked --quiet) ||
-                die "cargo build failed (set SKIP_OUTPOST=1 to time git alone)"
-        fi
-    fi
-    [[ -x $outpost ]] || die "no outpost binary at $outpost (build it, set OUTPOST=..., or SKIP_OUTPOST=1)"
-    outpost=$(cd "$(dirname "$outpost")" && pwd)/$(basename "$outpost")
-fi
+find_outpost git
 
 # ---- work dir and cached repository ------------------------------------------------------------
-if [[ $# -ge 1 ]]; then
-    mkdir -p "$1"
-    work=$(cd "$1" && pwd)
-else
-    work=$(mktemp -d /tmp/outpost-bench.XXXXXX)
-fi
+work_dir "$@"
 key=$( (echo "cache=$CACHE_VERSION commits=$COMMITS files=$FILES"; cat "$gen") | sha256sum | cut -c1-12)
 cache="$work/repo-c$COMMITS-f$FILES-$key"
 bundle="$cache/site.bundle"
@@ -159,25 +130,6 @@ branch = "main"
 max_bundle_size = "2GiB"
 EOF
 
-# timed LABEL CMD... : runs CMD under GNU time; sets $wall (seconds) and $rss (KiB).
-# Its stderr goes to $run/LABEL.err; a failure prints it and stops the benchmark.
-timed() {
-    local label=$1
-    shift
-    local t0 t1 status=0
-    t0=$(now_ns)
-    /usr/bin/time -o "$run/$label.time" -f %M "$@" >"$run/$label.out" 2>"$run/$label.err" || status=$?
-    t1=$(now_ns)
-    if [[ $status -ne 0 ]]; then
-        echo "import.sh: $label failed (exit $status): $*" >&2
-        sed 's/^/    /' "$run/$label.out" "$run/$label.err" >&2
-        exit 1
-    fi
-    wall=$(secs "$t0" "$t1")
-    rss=$(tail -n 1 "$run/$label.time")
-}
-min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }'; }
-max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a + 0 > b + 0) ? a : b }'; }
 
 warm() { cat "$bundle" "$bundle.sig" "$@" >/dev/null; }
 
@@ -237,7 +189,6 @@ print(t.get("commit") or "")
 fi
 
 # ---- report ------------------------------------------------------------------------------------------
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 echo
 echo "outpost import benchmark  (COMMITS=$COMMITS FILES=$FILES; best of $RUNS, warm page cache)"
 echo "  work dir         $work"
