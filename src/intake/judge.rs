@@ -212,22 +212,19 @@ fn judge_staged(
     };
 
     // A tip we already trust, or an older one, changes nothing whoever signed it.
-    if let Some(mark) = &ctx.mark {
-        let trusted =
-            ObjectId::from_hex(mark.commit.as_bytes()).map_err(|_| IntakeError::BadMark {
-                commit: mark.commit.clone(),
-            })?;
-        if quarantine.is_ancestor(tip, trusted)? {
-            let message = if tip == trusted {
-                format!("replay: {tip} is already the trusted commit")
-            } else {
-                format!("replay: {tip} is older than the trusted commit {trusted}; nothing changes")
-            };
-            return Ok(Ok(Verdict::Replay {
-                record: record.clone(),
-                message,
-            }));
-        }
+    let trusted = ctx.mark.as_ref().map(super::trusted_id).transpose()?;
+    if let Some(trusted) = trusted
+        && quarantine.is_ancestor(tip, trusted)?
+    {
+        let message = if tip == trusted {
+            format!("replay: {tip} is already the trusted commit")
+        } else {
+            format!("replay: {tip} is older than the trusted commit {trusted}; nothing changes")
+        };
+        return Ok(Ok(Verdict::Replay {
+            record: record.clone(),
+            message,
+        }));
     }
     let Some((sig, payload)) = &info.signature else {
         return Ok(Err((
@@ -254,17 +251,13 @@ fn judge_staged(
     commit.signer = Some(tip_signer.principal.clone());
     commit.fingerprint = Some(tip_signer.fingerprint.clone());
     let mut rewind = false;
-    if let Some(mark) = &ctx.mark {
-        let trusted =
-            ObjectId::from_hex(mark.commit.as_bytes()).map_err(|_| IntakeError::BadMark {
-                commit: mark.commit.clone(),
-            })?;
-        if !quarantine.is_ancestor(trusted, tip)? {
-            if !ctx.allow_rewind {
-                return Ok(Err((Refusal::Divergent { tip, trusted }, Some(commit))));
-            }
-            rewind = true;
+    if let Some(trusted) = trusted
+        && !quarantine.is_ancestor(trusted, tip)?
+    {
+        if !ctx.allow_rewind {
+            return Ok(Err((Refusal::Divergent { tip, trusted }, Some(commit))));
         }
+        rewind = true;
     }
     let mark = HighWater {
         commit: tip.to_string(),

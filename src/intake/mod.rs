@@ -373,13 +373,18 @@ fn repair_ref(
     tracked_ref: &str,
 ) -> Result<(), IntakeError> {
     let Some(mark) = mark else { return Ok(()) };
-    let trusted = ObjectId::from_hex(mark.commit.as_bytes()).map_err(|_| IntakeError::BadMark {
-        commit: mark.commit.clone(),
-    })?;
+    let trusted = trusted_id(mark)?;
     if objects.ref_target(tracked_ref) != Some(trusted) && objects.has_object(trusted) {
         objects.set_ref(tracked_ref, trusted)?;
     }
     Ok(())
+}
+
+/// The trusted commit of a high-water mark as an object id.
+fn trusted_id(mark: &store::HighWater) -> Result<ObjectId, IntakeError> {
+    ObjectId::from_hex(mark.commit.as_bytes()).map_err(|_| IntakeError::BadMark {
+        commit: mark.commit.clone(),
+    })
 }
 
 /// Expands directories into the bundle files they hold (`*.bundle` in the directory and in its

@@ -400,12 +400,33 @@ impl Store {
 
     /// Deployments, newest first.
     pub fn deployments(&self, limit: usize) -> Result<Vec<Deployment>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.query_deployments(false, None, limit)
+    }
+
+    /// The newest successful deployment: what the host is at.
+    pub fn deployed(&self) -> Result<Option<Deployment>, StoreError> {
+        Ok(self.query_deployments(true, None, 1)?.pop())
+    }
+
+    /// The newest successful deployment of another commit than `current`: where `rollback` goes.
+    pub fn previous_good(&self, current: &str) -> Result<Option<Deployment>, StoreError> {
+        Ok(self.query_deployments(true, Some(current), 1)?.pop())
+    }
+
+    /// Deployments, newest first: only successful ones when `success`, none of commit `except`.
+    fn query_deployments(
+        &self,
+        success: bool,
+        except: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.commit_oid, c.signer, d.kind, d.result, d.started, d.finished, d.steps, d.repairs, d.error
              FROM deployments d LEFT JOIN commits c ON c.oid = d.commit_oid
+             WHERE (?2 = 0 OR d.result = 'success') AND (?3 IS NULL OR d.commit_oid != ?3)
              ORDER BY d.id DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map([to_i64(limit as u64)], |r| {
+        let rows = stmt.query_map(params![to_i64(limit as u64), success, except], |r| {
             Ok(Deployment {
                 id: r.get(0)?,
                 commit: r.get(1)?,
@@ -420,22 +441,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The newest successful deployment: what the host is at.
-    pub fn deployed(&self) -> Result<Option<Deployment>, StoreError> {
-        Ok(self
-            .deployments(usize::MAX)?
-            .into_iter()
-            .find(|d| d.result == "success"))
-    }
-
-    /// The newest successful deployment of another commit than `current`: where `rollback` goes.
-    pub fn previous_good(&self, current: &str) -> Result<Option<Deployment>, StoreError> {
-        Ok(self
-            .deployments(usize::MAX)?
-            .into_iter()
-            .find(|d| d.result == "success" && d.commit != current))
     }
 
     /// Events of one deployment: the drift repairs, prunes and restores it made.
