@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{BIN, Fleet, Result, run};
+use crate::support::{BIN, Fleet, Result, run, walk};
 
 const FILES: usize = 240;
 
@@ -44,23 +44,13 @@ fn publish(fleet: &Fleet, v: u32, manifest: &str) -> Result<String> {
 /// Content and mode of every file under `dir`.
 fn files_under(dir: &Path) -> Result<BTreeMap<String, (String, u32)>> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            let meta = std::fs::symlink_metadata(&path)?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path.strip_prefix(dir)?.display().to_string();
-                out.insert(
-                    rel,
-                    (
-                        std::fs::read_to_string(&path)?,
-                        meta.permissions().mode() & 0o777,
-                    ),
-                );
-            }
+    for (rel, path, meta) in walk(dir)? {
+        if !meta.is_dir() {
+            let mode = meta.permissions().mode() & 0o777;
+            out.insert(
+                rel.display().to_string(),
+                (std::fs::read_to_string(&path)?, mode),
+            );
         }
     }
     Ok(out)

@@ -151,15 +151,7 @@ fn verify_answers_without_changing_anything() -> Result {
     let tip = fleet.commit("a", "2")?;
     let update = fleet.bundle("update.bundle", &["main~1..main"])?;
     let before = Fleet::snapshot(&fleet.state())?;
-    let tmp_before = std::fs::read_dir(std::env::temp_dir())?
-        .filter(|e| {
-            e.as_ref().is_ok_and(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("outpost-verify")
-            })
-        })
-        .count();
+    let tmp_before = verify_scratch_dirs()?;
 
     let run = fleet.outpost_paths("verify", &[&update])?;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -182,7 +174,15 @@ fn verify_answers_without_changing_anything() -> Result {
         before,
         "verify wrote to the state dir"
     );
-    let tmp_after = std::fs::read_dir(std::env::temp_dir())?
+    let tmp_after = verify_scratch_dirs()?;
+    assert!(tmp_after <= tmp_before, "verify left scratch files behind");
+    assert_eq!(fleet.trusted()?, Some(first));
+    Ok(())
+}
+
+/// How many scratch dirs of `verify` the temp dir holds.
+fn verify_scratch_dirs() -> Result<usize> {
+    let count = std::fs::read_dir(std::env::temp_dir())?
         .filter(|e| {
             e.as_ref().is_ok_and(|e| {
                 e.file_name()
@@ -191,9 +191,7 @@ fn verify_answers_without_changing_anything() -> Result {
             })
         })
         .count();
-    assert!(tmp_after <= tmp_before, "verify left scratch files behind");
-    assert_eq!(fleet.trusted()?, Some(first));
-    Ok(())
+    Ok(count)
 }
 
 #[test]

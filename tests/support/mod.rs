@@ -230,21 +230,11 @@ impl Fleet {
     /// database creates them as lock bookkeeping, they hold no state.
     pub fn snapshot(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
         let mut out = BTreeMap::new();
-        if !dir.exists() {
-            return Ok(out);
-        }
-        let mut stack = vec![dir.to_owned()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d)? {
-                let path = entry?.path();
-                let meta = std::fs::symlink_metadata(&path)?;
-                if meta.is_dir() {
-                    stack.push(path.clone());
-                    out.insert(path.strip_prefix(dir)?.to_owned(), "dir".into());
-                } else if !is_sqlite_bookkeeping(&path, &meta) {
-                    let digest = hex::encode(Sha256::digest(std::fs::read(&path)?));
-                    out.insert(path.strip_prefix(dir)?.to_owned(), digest);
-                }
+        for (rel, path, meta) in walk(dir)? {
+            if meta.is_dir() {
+                out.insert(rel, "dir".into());
+            } else if !is_sqlite_bookkeeping(&path, &meta) {
+                out.insert(rel, hex::encode(Sha256::digest(std::fs::read(&path)?)));
             }
         }
         Ok(out)
@@ -254,6 +244,27 @@ impl Fleet {
     pub fn objects_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
         Self::snapshot(&self.state().join("objects"))
     }
+}
+
+/// Everything below `dir` (nothing when it is missing), never following a symlink: each
+/// entry's path relative to `dir`, its full path and its metadata.
+pub fn walk(dir: &Path) -> Result<Vec<(PathBuf, PathBuf, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push((path.strip_prefix(dir)?.to_owned(), path, meta));
+        }
+    }
+    Ok(out)
 }
 
 fn is_sqlite_bookkeeping(path: &Path, meta: &std::fs::Metadata) -> bool {
@@ -316,27 +327,19 @@ impl Fleet {
     /// Everything under the host root: files with content digests, symlinks with targets.
     pub fn host_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
         let mut out = BTreeMap::new();
-        let root = self.host();
-        let mut stack = vec![root.clone()];
-        while let Some(d) = stack.pop() {
-            if !d.exists() {
-                continue;
-            }
-            for entry in std::fs::read_dir(&d)? {
-                let path = entry?.path();
-                let meta = std::fs::symlink_metadata(&path)?;
-                let rel = path.strip_prefix(&root)?.to_owned();
-                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
-                if meta.is_symlink() {
-                    out.insert(rel, format!("-> {}", std::fs::read_link(&path)?.display()));
-                } else if meta.is_dir() {
-                    out.insert(rel, format!("dir {mode:o}"));
-                    stack.push(path);
-                } else {
-                    let digest = hex::encode(Sha256::digest(std::fs::read(&path)?));
-                    out.insert(rel, format!("{mode:o} {digest}"));
-                }
-            }
+        for (rel, path, meta) in walk(&self.host())? {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+            let seen = if meta.is_symlink() {
+                format!("-> {}", std::fs::read_link(&path)?.display())
+            } else if meta.is_dir() {
+                format!("dir {mode:o}")
+            } else {
+                format!(
+                    "{mode:o} {}",
+                    hex::encode(Sha256::digest(std::fs::read(&path)?))
+                )
+            };
+            out.insert(rel, seen);
         }
         Ok(out)
     }
