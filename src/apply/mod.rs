@@ -191,22 +191,24 @@ pub fn apply(
     let started = std::time::Instant::now();
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
-    let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
     execute::recover(&store, &mut fs)?;
-    let cycle = match goal {
-        Goal::Newest => match fast_check(config, &store, &mut fs)? {
-            Fast::Clean(planned) => {
-                return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
-            }
-            Fast::Suspects {
-                planned,
-                rows,
-                suspects,
-            } => Cycle::repair(config, &objects, &mut fs, planned, rows, &suspects)?,
-            Fast::Unknown => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
-        },
-        Goal::Rollback => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
+    let fast = match goal {
+        Goal::Newest => fast_check(config, &store, &mut fs)?,
+        Goal::Rollback => Fast::Unknown,
+    };
+    if let Fast::Clean(planned) = fast {
+        return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
+    }
+    // Only a cycle that plans needs the object store.
+    let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
+    let cycle = match fast {
+        Fast::Suspects {
+            planned,
+            rows,
+            suspects,
+        } => Cycle::repair(config, &objects, &mut fs, planned, rows, &suspects)?,
+        Fast::Clean(_) | Fast::Unknown => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
     };
     let fingerprint = fast::fingerprint(config, &cycle.planned.commit.to_string());
     if goal == Goal::Rollback
