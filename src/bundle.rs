@@ -9,16 +9,19 @@
 //! PACK...
 //! ```
 //!
-//! Only called on a staged copy whose signature was verified. Lines are bounded, only
-//! `@object-format=sha1` is accepted as a capability, and ref names are validated with gix.
+//! Only called on a staged copy whose signature was verified. The whole header is bounded
+//! ([`MAX_HEADER`] bytes, [`MAX_ENTRIES`] entries) rather than each line: git writes a
+//! prerequisite's commit subject after its id, folded from the whole first paragraph of the
+//! message, so a line may be long. Only `@object-format=sha1` is accepted as a capability, and
+//! ref names are validated with gix. Prerequisite comments are skipped, never kept.
 
 use std::io::BufRead;
 
 use gix::ObjectId;
 use gix::bstr::{BString, ByteSlice};
 
-/// Longest header line accepted: an oid, a space and a ref name well past git's own limits.
-pub const MAX_LINE: usize = 4096;
+/// Most bytes a header may take, all lines together.
+pub const MAX_HEADER: u64 = 1 << 20;
 /// Most prerequisites plus refs accepted in one header.
 pub const MAX_ENTRIES: usize = 100_000;
 
@@ -32,8 +35,10 @@ pub enum BundleError {
     Signature { found: String },
     #[error("bundle header ends early at line {line}: the file is truncated")]
     Truncated { line: usize },
-    #[error("bundle header line {line} is longer than {MAX_LINE} bytes")]
-    LineTooLong { line: usize },
+    #[error(
+        "bundle header is longer than {MAX_HEADER} bytes (at line {line}); bundle fewer refs"
+    )]
+    TooLong { line: usize },
     #[error("bundle header has more than {MAX_ENTRIES} entries")]
     TooManyEntries,
     #[error("bundle uses object format {format:?}; outpost handles sha1 repositories only")]
@@ -71,9 +76,18 @@ impl Header {
             .map(|(oid, _)| *oid)
     }
 
-    /// The ref names, for messages.
+    /// The ref names, for messages: the first few, escaped, and how many more.
     pub fn ref_names(&self) -> String {
-        let names: Vec<String> = self.refs.iter().map(|(_, n)| n.to_string()).collect();
+        const SHOWN: usize = 8;
+        let mut names: Vec<String> = self
+            .refs
+            .iter()
+            .take(SHOWN)
+            .map(|(_, n)| crate::text::escape(&n.to_str_lossy()).into_owned())
+            .collect();
+        if self.refs.len() > SHOWN {
+            names.push(format!("and {} more", self.refs.len() - SHOWN));
+        }
         names.join(", ")
     }
 }
@@ -183,14 +197,17 @@ impl<R: BufRead> Lines<'_, R> {
     fn next(&mut self) -> Result<Option<&[u8]>, BundleError> {
         self.line += 1;
         self.buf.clear();
-        let limit = (MAX_LINE + 1) as u64;
+        // One byte past the budget tells a header that is too long from one that ends there.
+        let limit = MAX_HEADER - self.consumed + 1;
         let n = std::io::Read::take(&mut *self.reader, limit)
             .read_until(b'\n', &mut self.buf)
             .map_err(BundleError::Read)?;
         self.consumed += n as u64;
+        if self.consumed > MAX_HEADER {
+            return Err(BundleError::TooLong { line: self.line });
+        }
         match self.buf.last() {
             Some(b'\n') => Ok(Some(&self.buf[..n - 1])),
-            _ if n > MAX_LINE => Err(BundleError::LineTooLong { line: self.line }),
             _ if n == 0 => Ok(None),
             _ => Err(BundleError::Truncated { line: self.line }),
         }
@@ -273,6 +290,33 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert_eq!(msg, "bundle header line 2 is longer than 4096 bytes");
+        assert_eq!(
+            msg,
+            "bundle header is longer than 1048576 bytes (at line 2); bundle fewer refs"
+        );
+    }
+
+    #[test]
+    fn a_long_prerequisite_subject_is_accepted_and_not_kept() -> Result<(), BundleError> {
+        let subject = "word ".repeat(10_000);
+        let text = format!("# v2 git bundle\n-{A} {subject}\n{B} refs/heads/main\n\n");
+        let h = parse(&text)?;
+        assert_eq!(h.prerequisites.len(), 1);
+        assert_eq!(h.len, text.len() as u64);
+        Ok(())
+    }
+
+    #[test]
+    fn other_refs_are_listed_beside_the_tracked_one() -> Result<(), BundleError> {
+        let text = format!(
+            "# v2 git bundle\n{A} HEAD\n{B} refs/heads/main\n{A} refs/tags/v1\n{A} refs/notes/commits\n\n"
+        );
+        let h = parse(&text)?;
+        assert_eq!(h.refs.len(), 4);
+        assert_eq!(
+            h.tip("refs/heads/main"),
+            Some(ObjectId::from_hex(B.as_bytes()).expect("hex"))
+        );
+        Ok(())
     }
 }

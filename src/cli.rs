@@ -102,11 +102,14 @@ pub fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(Failure::Usage(e)) => {
-            eprintln!("outpost: error: {e:#}");
+            // A config parse error spans lines (the source line and a caret): keep them.
+            let text = format!("{e:#}");
+            let lines: Vec<_> = text.lines().map(crate::text::escape).collect();
+            eprintln!("outpost: error: {}", lines.join("\n"));
             ExitCode::from(2)
         }
         Err(Failure::Failed(e)) => {
-            eprintln!("outpost: error: {e:#}");
+            eprintln!("outpost: error: {}", crate::text::escape(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -145,7 +148,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             let policy = load_policy(&config)?;
             let files = intake::collect(paths)?;
             if files.is_empty() {
-                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                let list: Vec<String> = paths.iter().map(|p| crate::text::path(p)).collect();
                 eprintln!("outpost: no *.bundle files in {}", list.join(", "));
                 return Ok(ExitCode::SUCCESS);
             }
@@ -157,9 +160,14 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Command::Verify { path, json } => {
             let policy = load_policy(&config)?;
-            let report = intake::verify(&config, &policy, path)?;
-            print_report(&report, *json)?;
-            Ok(exit_for(report.outcome.is_refused()))
+            let reports = intake::verify(&config, &policy, path)?;
+            if reports.is_empty() {
+                eprintln!("outpost: no *.bundle files in {}", crate::text::path(path));
+            }
+            for report in &reports {
+                print_report(report, *json)?;
+            }
+            Ok(exit_for(reports.iter().any(|r| r.outcome.is_refused())))
         }
         Command::Plan { stat } => run_plan(&config, *stat),
         Command::Apply => run_apply(&config, Goal::Newest),

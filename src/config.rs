@@ -68,6 +68,10 @@ pub struct TrustConfig {
     pub revoked_keys: Option<PathBuf>,
     #[serde(default)]
     pub allow_rewind: bool,
+    /// How far past the newer of the time floor and a plausible system clock a tip commit's
+    /// committer time may lie.
+    #[serde(default = "default_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +119,9 @@ fn default_sync_interval() -> Duration {
 }
 fn default_max_bundle_size() -> ByteSize {
     ByteSize::gib(1)
+}
+fn default_max_future() -> Duration {
+    Duration::from_secs(365 * 86_400)
 }
 fn default_apply_interval() -> Duration {
     Duration::from_secs(15 * 60)

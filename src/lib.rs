@@ -44,6 +44,7 @@
 //!   journal, execute through [`apply::fs`] (the only code writing under the host root),
 //!   inventory; `rollback`; recovery of an interrupted deployment.
 //! * [`status`] — what `outpost status` reports, as a serde type.
+//! * [`text`] — what reaches a person: control characters escaped, times formatted totally.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
 //!
 //! # Invariants
@@ -74,4 +75,5 @@ pub mod plan;
 pub mod repo;
 pub mod status;
 pub mod store;
+pub mod text;
 pub mod trust;

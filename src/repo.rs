@@ -57,10 +57,14 @@ pub enum RepoError {
 pub struct CommitInfo {
     /// `(armored signature, signed payload)` when the commit carries a `gpgsig` header.
     pub signature: Option<(Vec<u8>, Vec<u8>)>,
-    /// Committer time, Unix seconds (0 when before the epoch).
-    pub committer_time: u64,
+    /// Committer time, Unix seconds, as written (intake judges whether it is plausible).
+    pub committer_time: i64,
+    /// The subject line, cut to [`MAX_SUMMARY`] characters.
     pub summary: String,
 }
+
+/// Longest commit subject kept for messages, in characters.
+pub const MAX_SUMMARY: usize = 200;
 
 /// A commit that passed intake: the high-water mark names it. Read only from the store, so
 /// nothing unverified reaches the manifest.
@@ -307,11 +311,11 @@ impl Quarantine {
         let committer_time = commit.time().map_err(err)?.seconds;
         let summary = commit
             .message()
-            .map(|m| m.summary().to_string())
+            .map(|m| m.summary().to_string().chars().take(MAX_SUMMARY).collect())
             .unwrap_or_default();
         Ok(CommitInfo {
             signature,
-            committer_time: u64::try_from(committer_time).unwrap_or(0),
+            committer_time,
             summary,
         })
     }

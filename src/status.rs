@@ -6,13 +6,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::intake::short;
 use crate::store::{self, Store, StoreError};
+use crate::text::Escaped;
 
 /// How many refusals `status` lists.
 pub const REJECTED_SHOWN: usize = 50;
@@ -87,7 +87,12 @@ pub struct Rejected {
     pub source: String,
     pub sha256: Option<String>,
     pub reason: String,
+    /// When the file was first refused.
     pub at: String,
+    /// How many times the same file was refused for the same reason.
+    pub count: u64,
+    /// When it was last refused.
+    pub last_at: String,
 }
 
 /// `1 step`, `2 steps`.
@@ -99,10 +104,7 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// Unix seconds as RFC 3339.
-pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
+use crate::text::rfc3339_u as rfc3339;
 
 /// Gathers the status without writing anything.
 pub fn gather(config: &Config) -> Result<Status, StoreError> {
@@ -164,6 +166,8 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
                 sha256: r.sha256,
                 reason: r.reason,
                 at: rfc3339(r.at),
+                count: r.count,
+                last_at: rfc3339(r.last_seen),
             })
             .collect(),
     })
@@ -259,7 +263,7 @@ pub fn history(config: &Config, limit: usize) -> Result<Vec<HistoryEntry>, Store
 impl fmt::Display for HistoryEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.deployment;
-        let signer = d.signer.as_deref().unwrap_or("unknown signer");
+        let signer = Escaped(d.signer.as_deref().unwrap_or("unknown signer"));
         write!(
             f,
             "#{:<4} {}  {:<8} {:<11} {}  {signer}  {}",
@@ -275,10 +279,10 @@ impl fmt::Display for HistoryEntry {
         }
         writeln!(f)?;
         if let Some(error) = &d.error {
-            writeln!(f, "      error: {error}")?;
+            writeln!(f, "      error: {}", Escaped(error))?;
         }
         for e in &self.events {
-            writeln!(f, "      {}: {}", e.kind, e.path)?;
+            writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?;
         }
         Ok(())
     }
@@ -289,8 +293,8 @@ impl fmt::Display for Status {
         writeln!(
             f,
             "host      {} (state {})",
-            self.host,
-            self.state_dir.display()
+            Escaped(&self.host),
+            crate::text::path(&self.state_dir)
         )?;
         match &self.trusted {
             Some(t) => {
@@ -300,7 +304,7 @@ impl fmt::Display for Status {
                 } else {
                     format!(" ({})", t.fingerprint)
                 };
-                writeln!(f, "          signed by {}{fingerprint}", t.signer)?;
+                writeln!(f, "          signed by {}{fingerprint}", Escaped(&t.signer))?;
                 if let Some(time) = &t.time {
                     writeln!(f, "          committed {time}")?;
                 }
@@ -319,7 +323,7 @@ impl fmt::Display for Status {
             None => writeln!(f, "deployed  nothing yet; run `outpost apply`")?,
         }
         if let Some(fail) = &self.last_failure {
-            let error = fail.error.as_deref().unwrap_or("");
+            let error = Escaped(fail.error.as_deref().unwrap_or(""));
             writeln!(
                 f,
                 "          last deployment {} of {} at {}: {error}",
@@ -329,7 +333,9 @@ impl fmt::Display for Status {
             )?;
         }
         match &self.drift {
-            Some(Drift { error: Some(e), .. }) => writeln!(f, "drift     unknown: {e}")?,
+            Some(Drift { error: Some(e), .. }) => {
+                writeln!(f, "drift     unknown: {}", Escaped(e))?;
+            }
             Some(d) if d.drifted => writeln!(
                 f,
                 "drift     {} to create, {} to change, {} to remove; `outpost plan` shows them",
@@ -351,15 +357,20 @@ impl fmt::Display for Status {
                 f,
                 "          {}  {}  {:>10}  tip {tip}  {}",
                 b.received,
-                &b.sha256[..12.min(b.sha256.len())],
+                short(&b.sha256),
                 bytesize::ByteSize(b.size).display().iec().to_string(),
-                b.source
+                Escaped(&b.source)
             )?;
         }
         writeln!(f, "rejected  {}", self.rejected.len())?;
         for r in &self.rejected {
-            writeln!(f, "          {}  {}", r.at, r.source)?;
-            writeln!(f, "            {}", r.reason)?;
+            let times = if r.count > 1 {
+                format!(" ({} times, last {})", r.count, r.last_at)
+            } else {
+                String::new()
+            };
+            writeln!(f, "          {}  {}{times}", r.at, Escaped(&r.source))?;
+            writeln!(f, "            {}", Escaped(&r.reason))?;
         }
         Ok(())
     }

@@ -243,7 +243,7 @@ fn unknown_capability() -> Result {
 }
 
 #[test]
-fn header_line_of_one_mebibyte() -> Result {
+fn header_of_more_than_one_mebibyte() -> Result {
     let (fleet, _) = trusting_fleet()?;
     let (tip, bytes, len) = next_bundle(&fleet)?;
     let header = format!(
@@ -254,7 +254,7 @@ fn header_line_of_one_mebibyte() -> Result {
     assert_refused(
         &fleet,
         &path,
-        "bundle header line 2 is longer than 4096 bytes",
+        "bundle header is longer than 1048576 bytes (at line 2); bundle fewer refs",
     )
 }
 
@@ -306,7 +306,7 @@ fn path_is_a_symlink() -> Result {
     std::os::unix::fs::symlink(&real, &link)?;
     std::os::unix::fs::symlink(fleet.path("real.bundle.sig"), fleet.path("link.bundle.sig"))?;
     let reason = format!(
-        "{} is a symbolic link; outpost reads bundle files only directly, copy the bundle itself",
+        "{} is a symbolic link; outpost does not follow links from a stick, copy the files themselves",
         link.display()
     );
     assert_refused(&fleet, &link, &reason)
@@ -435,7 +435,7 @@ fn config_typo_names_line_and_column() -> Result {
     assert_eq!(
         run.stderr.lines().next().unwrap_or_default(),
         format!(
-            "outpost: error: invalid config file {}: line 14, column 1: unknown field `alow_rewind`, expected one of `allowed_signers`, `revoked_keys`, `allow_rewind`",
+            "outpost: error: invalid config file {}: line 14, column 1: unknown field `alow_rewind`, expected one of `allowed_signers`, `revoked_keys`, `allow_rewind`, `max_future`",
             fleet.config().display()
         )
     );
@@ -456,7 +456,7 @@ fn database_from_a_newer_outpost_is_refused() -> Result {
     fleet.commit("a", "2")?;
     let path = fleet.bundle("next.bundle", &["main"])?;
     let expected = format!(
-        "outpost: error: database {} was written by a newer outpost (schema 7, this binary knows up to 2); upgrade outpost",
+        "outpost: error: database {} was written by a newer outpost (schema 7, this binary knows up to 3); upgrade outpost",
         fleet.state().join("outpost.db").display()
     );
     for args in [vec!["import", path.to_str().ok_or("path")?], vec!["status"]] {

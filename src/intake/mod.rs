@@ -20,7 +20,8 @@ use crate::lock;
 use crate::repo::{ObjectStore, RepoError};
 use crate::store::{self, Store, StoreError};
 use crate::trust::{TrustError, TrustPolicy};
-use judge::{Context, Refused, Verdict};
+use crate::text::Escaped;
+use judge::{Context, Verdict};
 
 /// Why a bundle was refused: recorded as its verdict and shown by `status`.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,7 @@ pub enum Refusal {
         source: std::io::Error,
     },
     #[error(
-        "{path} is a symbolic link; outpost reads bundle files only directly, copy the bundle itself"
+        "{path} is a symbolic link; outpost does not follow links from a stick, copy the files themselves"
     )]
     Symlink { path: PathBuf },
     #[error("{path} is a directory, not a bundle file")]
@@ -46,6 +47,10 @@ pub enum Refusal {
         "missing signature {path}; sign the bundle with `ssh-keygen -Y sign -f KEY -n outpost-bundle BUNDLE`"
     )]
     MissingSignature { path: PathBuf },
+    #[error(
+        "signature {path} is {size} bytes, more than the {max}-byte limit for a signature; an ed25519 signature from ssh-keygen -Y sign is under 1 KiB"
+    )]
+    SignatureTooBig { path: PathBuf, size: u64, max: u64 },
     #[error("signature {path} refused: {source}")]
     Signature { path: PathBuf, source: TrustError },
     #[error(transparent)]
@@ -58,8 +63,8 @@ pub enum Refusal {
     MissingPrerequisite { oid: ObjectId },
     #[error("bundle is truncated: the pack is missing or shorter than a pack header")]
     Truncated,
-    #[error("{message}")]
-    Pack { message: String },
+    #[error(transparent)]
+    Content(RepoError),
     #[error("bundle has data after the end of its pack; recreate it with `git bundle create`")]
     TrailingData,
     #[error(
@@ -71,6 +76,24 @@ pub enum Refusal {
         oid: ObjectId,
         name: String,
         source: TrustError,
+    },
+    #[error(
+        "tip commit {oid} has committer time {time}, which is {reason}; the commit cannot be dated, recreate it with a correct date"
+    )]
+    CommitTime {
+        oid: ObjectId,
+        time: i64,
+        reason: String,
+    },
+    #[error(
+        "tip commit {oid} is dated {}, later than {}, the latest date accepted (trust.max_future past the newer of the time floor and the system clock); check the publisher's clock",
+        crate::text::rfc3339_u(*committed),
+        crate::text::rfc3339_u(*limit)
+    )]
+    FutureCommit {
+        oid: ObjectId,
+        committed: u64,
+        limit: u64,
     },
     #[error(
         "tip commit {tip} does not descend from the trusted commit {trusted} (history was rewritten); set trust.allow_rewind = true to accept it"
@@ -146,7 +169,7 @@ impl Outcome {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = self.path.display();
+        let path = crate::text::path(&self.path);
         match &self.outcome {
             Outcome::Accepted {
                 commit,
@@ -162,26 +185,24 @@ impl std::fmt::Display for Report {
                 };
                 write!(
                     f,
-                    "accepted {path}: {} \"{summary}\" signed by {signer}, {how}",
-                    short(commit)
+                    "accepted {path}: {} \"{}\" signed by {}, {how}",
+                    short(commit),
+                    Escaped(summary),
+                    Escaped(signer)
                 )
             }
-            Outcome::Replay { message } => write!(f, "no-op {path}: {message}"),
+            Outcome::Replay { message } => write!(f, "no-op {path}: {}", Escaped(message)),
             Outcome::AlreadyImported { sha256 } => {
-                write!(
-                    f,
-                    "no-op {path}: already imported (sha256 {})",
-                    &sha256[..12.min(sha256.len())]
-                )
+                write!(f, "no-op {path}: already imported (sha256 {})", short(sha256))
             }
-            Outcome::Refused { reason } => write!(f, "refused {path}: {reason}"),
+            Outcome::Refused { reason } => write!(f, "refused {path}: {}", Escaped(reason)),
         }
     }
 }
 
-/// The first 12 digits of an object id, for humans.
+/// The first 12 digits of an object id (or digest), for humans.
 pub fn short(oid: &str) -> &str {
-    &oid[..12.min(oid.len())]
+    oid.get(..12).unwrap_or(oid)
 }
 
 /// Imports bundle files and directories of bundles; every file gets a recorded verdict.
@@ -199,16 +220,7 @@ pub fn import(
     let store = Store::open(state)?;
     let objects = ObjectStore::open_or_init(state)?;
     let staging = fresh_staging(state)?;
-    let mut ctx = Context {
-        policy,
-        store: Some(&store),
-        objects: Some(&objects),
-        mark: store.high_water()?,
-        tracked_ref: config.tracked_ref(),
-        allow_rewind: config.trust.allow_rewind,
-        max_size: config.source.max_bundle_size.as_u64(),
-        staging: &staging,
-    };
+    let mut ctx = context(config, policy, Some(&store), Some(&objects), &staging)?;
     repair_ref(&objects, ctx.mark.as_ref(), &ctx.tracked_ref)?;
     let mut pending = collect(paths)?;
     let mut reports = Vec::new();
@@ -219,14 +231,14 @@ pub fn import(
         let last_round = pending.len() <= 1;
         for path in std::mem::take(&mut pending) {
             match judge::judge(&ctx, &path)? {
-                Err(refused)
+                Verdict::Refused(refused)
                     if !last_round
                         && matches!(refused.refusal, Refusal::MissingPrerequisite { .. }) =>
                 {
                     waiting.push(path);
                 }
                 verdict => {
-                    if let Ok(Verdict::Accepted(acc)) = &verdict {
+                    if let Verdict::Accepted(acc) = &verdict {
                         ctx.mark = Some(acc.mark.clone());
                         progress = true;
                     }
@@ -255,16 +267,42 @@ pub fn import(
     Ok(reports)
 }
 
+/// What the judge needs, read from the config, the host's clock and the high-water mark.
+fn context<'a>(
+    config: &Config,
+    policy: &'a TrustPolicy,
+    store: Option<&'a Store>,
+    objects: Option<&'a ObjectStore>,
+    staging: &'a Path,
+) -> Result<Context<'a>, IntakeError> {
+    let mark = match store {
+        Some(s) => s.high_water()?,
+        None => store::floor::read(&config.state.dir)?,
+    };
+    Ok(Context {
+        policy,
+        store,
+        objects,
+        mark,
+        tracked_ref: config.tracked_ref(),
+        allow_rewind: config.trust.allow_rewind,
+        max_size: config.source.max_bundle_size.as_u64(),
+        max_future: config.trust.max_future.as_secs(),
+        clock: store::now(),
+        staging,
+    })
+}
+
 /// Records a verdict and, for an accepted bundle, makes its tip the trusted commit.
 fn settle(
     store: &Store,
     objects: &ObjectStore,
     tracked_ref: &str,
     path: PathBuf,
-    verdict: Result<Verdict, Box<Refused>>,
+    verdict: Verdict,
 ) -> Result<Report, IntakeError> {
     let outcome = match verdict {
-        Ok(Verdict::Accepted(acc)) => {
+        Verdict::Accepted(acc) => {
             let outcome = accepted_outcome(&acc);
             let message = format!("{tracked_ref} -> {}", acc.tip);
             let started = std::time::Instant::now();
@@ -280,18 +318,26 @@ fn settle(
             )?;
             tracing::debug!(elapsed = ?started.elapsed(), "verdict and bundle bytes recorded");
             objects.set_ref(tracked_ref, acc.tip)?;
-            tracing::info!(commit = %acc.tip, signer = %acc.signer.principal, "bundle accepted");
+            tracing::info!(
+                commit = %acc.tip,
+                signer = %Escaped(&acc.signer.principal),
+                "bundle accepted"
+            );
             outcome
         }
-        Ok(Verdict::Replay { record, message }) => {
+        Verdict::Replay { record, message } => {
             store.record_replay(&record, &message)?;
             Outcome::Replay { message }
         }
-        Ok(Verdict::Known { sha256 }) => Outcome::AlreadyImported { sha256 },
-        Err(refused) => {
+        Verdict::Known { sha256 } => Outcome::AlreadyImported { sha256 },
+        Verdict::Refused(refused) => {
             let reason = refused.refusal.to_string();
             store.record_rejected(&refused.record, &reason, refused.commit.as_ref())?;
-            tracing::warn!(path = %path.display(), %reason, "bundle refused");
+            tracing::warn!(
+                path = %crate::text::path(&path),
+                reason = %Escaped(&reason),
+                "bundle refused"
+            );
             Outcome::Refused { reason }
         }
     };
@@ -308,8 +354,13 @@ fn accepted_outcome(acc: &judge::Accepted) -> Outcome {
     }
 }
 
-/// Runs every check of `import` on one bundle file without writing to the state dir.
-pub fn verify(config: &Config, policy: &TrustPolicy, path: &Path) -> Result<Report, IntakeError> {
+/// Runs every check of `import` on bundle files, or the bundles of a directory, without
+/// writing to the state dir. Each bundle is judged against the host as it is.
+pub fn verify(
+    config: &Config,
+    policy: &TrustPolicy,
+    path: &Path,
+) -> Result<Vec<Report>, IntakeError> {
     let state = &config.state.dir;
     let scratch = tempfile::Builder::new()
         .prefix("outpost-verify.")
@@ -320,32 +371,26 @@ pub fn verify(config: &Config, policy: &TrustPolicy, path: &Path) -> Result<Repo
         })?;
     let store = Store::open_read_only(state)?;
     let objects = ObjectStore::open_existing(state)?;
-    let mark = match &store {
-        Some(s) => s.high_water()?,
-        None => store::floor::read(state)?,
-    };
-    let ctx = Context {
+    let ctx = context(
+        config,
         policy,
-        store: store.as_ref(),
-        objects: objects.as_ref(),
-        mark,
-        tracked_ref: config.tracked_ref(),
-        allow_rewind: config.trust.allow_rewind,
-        max_size: config.source.max_bundle_size.as_u64(),
-        staging: scratch.path(),
-    };
-    let outcome = match judge::judge(&ctx, path)? {
-        Ok(Verdict::Accepted(acc)) => accepted_outcome(&acc),
-        Ok(Verdict::Replay { message, .. }) => Outcome::Replay { message },
-        Ok(Verdict::Known { sha256 }) => Outcome::AlreadyImported { sha256 },
-        Err(refused) => Outcome::Refused {
-            reason: refused.refusal.to_string(),
-        },
-    };
-    Ok(Report {
-        path: path.to_owned(),
-        outcome,
-    })
+        store.as_ref(),
+        objects.as_ref(),
+        scratch.path(),
+    )?;
+    let mut reports = Vec::new();
+    for path in collect(&[path.to_owned()])? {
+        let outcome = match judge::judge(&ctx, &path)? {
+            Verdict::Accepted(acc) => accepted_outcome(&acc),
+            Verdict::Replay { message, .. } => Outcome::Replay { message },
+            Verdict::Known { sha256 } => Outcome::AlreadyImported { sha256 },
+            Verdict::Refused(refused) => Outcome::Refused {
+                reason: refused.refusal.to_string(),
+            },
+        };
+        reports.push(Report { path, outcome });
+    }
+    Ok(reports)
 }
 
 /// Empties (or creates) `state_dir/staging`: leftovers of an interrupted import are garbage.
@@ -398,6 +443,11 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IntakeError> {
             continue;
         }
         for dir in [path.clone(), path.join("outpost")] {
+            if dir != *path && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_symlink()) {
+                // Judged like a symlinked bundle: refused, by name, never followed.
+                out.push(dir);
+                continue;
+            }
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != *path => continue,

@@ -156,12 +156,21 @@ pub fn sig_path(bundle: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The cheap checks of a bundle file before anything is read: it is a regular file, not a
+/// symlink, directory or device, and not larger than `max`.
+pub fn check_file(path: &Path, max: u64) -> Result<(), Refusal> {
+    open_regular(path, max).map(drop)
+}
+
 /// Reads `<bundle>.sig` with the same care as the bundle itself.
 pub fn read_signature(bundle: &Path) -> Result<Vec<u8>, Refusal> {
     let path = sig_path(bundle);
     let (file, _) = match open_regular(&path, MAX_SIG) {
         Err(Refusal::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Err(Refusal::MissingSignature { path });
+        }
+        Err(Refusal::TooBig { size, max, .. }) => {
+            return Err(Refusal::SignatureTooBig { path, size, max });
         }
         other => other?,
     };

@@ -69,6 +69,12 @@ const MIGRATIONS: &[M] = &[
     );",
     ),
     M::up(deploy::MIGRATION),
+    // A file refused again for the same reason is counted on its first record, not added anew.
+    M::up(
+        "ALTER TABLE bundles ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE bundles ADD COLUMN last_seen INTEGER;
+    CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +180,8 @@ pub struct Rejection {
     pub sha256: Option<String>,
     pub reason: String,
     pub at: u64,
+    pub count: u64,
+    pub last_seen: u64,
 }
 
 pub struct Store {
@@ -339,15 +347,32 @@ impl Store {
             .optional()?)
     }
 
-    /// Records a refused bundle and, when its tip was judged, the refused commit.
+    /// Records a refused bundle and, when its tip was judged, the refused commit. The same
+    /// file (source, sha256) refused again for the same reason only counts up its first
+    /// record, so a stick of junk read on every run does not grow the database. No signature
+    /// text of a refused bundle is kept, and the reason is cut to [`MAX_REASON`] bytes.
     pub fn record_rejected(
         &self,
         bundle: &BundleRecord,
         reason: &str,
         commit: Option<&CommitRecord>,
     ) -> Result<(), StoreError> {
+        let reason = bounded(reason, MAX_REASON);
         let tx = self.conn.unchecked_transaction()?;
-        insert_bundle(&tx, bundle, "rejected", Some(reason))?;
+        let again = tx.execute(
+            "UPDATE bundles SET count = count + 1, last_seen = ?4
+             WHERE verdict = 'rejected' AND source = ?1 AND sha256 IS ?2 AND reason = ?3",
+            params![bundle.source, bundle.sha256, reason, to_i64(now())],
+        )?;
+        if again > 0 {
+            tx.commit()?;
+            return Ok(());
+        }
+        let bundle = BundleRecord {
+            signature: None,
+            ..bundle.clone()
+        };
+        insert_bundle(&tx, &bundle, "rejected", Some(reason))?;
         if let Some(c) = commit {
             upsert_commit(&tx, c, "rejected", Some(reason))?;
         }
@@ -423,8 +448,9 @@ impl Store {
     /// The newest `limit` refusals, newest first.
     pub fn rejections(&self, limit: usize) -> Result<Vec<Rejection>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT source, sha256, reason, received FROM bundles
-             WHERE verdict = 'rejected' ORDER BY id DESC LIMIT ?1",
+            "SELECT source, sha256, reason, received, count, coalesce(last_seen, received)
+             FROM bundles WHERE verdict = 'rejected'
+             ORDER BY coalesce(last_seen, received) DESC, id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([to_i64(limit as u64)], |r| {
             Ok(Rejection {
@@ -432,6 +458,8 @@ impl Store {
                 sha256: r.get(1)?,
                 reason: r.get(2)?,
                 at: to_u64(r.get(3)?),
+                count: to_u64(r.get(4)?),
+                last_seen: to_u64(r.get(5)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -462,6 +490,21 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Longest refusal reason kept: reasons quote names a bundle chose.
+pub const MAX_REASON: usize = 2048;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A judged tip commit.
@@ -664,7 +707,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 2)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 3)"),
             "{msg}"
         );
         Ok(())

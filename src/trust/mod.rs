@@ -1,9 +1,15 @@
 //! The trust root: `allowed_signers` plus optional revoked keys, and verification of SSHSIG
 //! signatures of bundle files (namespace `outpost-bundle`) and of commits (namespace `git`).
 //!
-//! Only ed25519 keys are accepted. Key validity (`valid-after` / `valid-before`) is judged
-//! against the host's time floor (the newest accepted committer time), never against the wall
-//! clock or the signer-chosen commit time.
+//! Only ed25519 keys are accepted. Key validity (`valid-after` / `valid-before`) is judged at
+//! the later of the host's time floor (the newest accepted committer time) and, for a commit,
+//! the commit's own committer time, as `git verify-commit` judges it at the commit time: a key
+//! cannot sign commits dated outside its window. The wall clock is never consulted.
+//!
+//! Checking is split so that the cheap part comes first: [`TrustPolicy::check_signer`] reads
+//! the armour, namespace and key and applies the policy (allowed, unrevoked, options) before a
+//! bundle is copied anywhere; [`PendingSignature::verify_digests`] then checks the signature
+//! over the staged copy's digests.
 //!
 //! Differences from `ssh-keygen -Y verify`, all on the side of refusing:
 //!
@@ -63,13 +69,12 @@ pub enum TrustError {
     )]
     ParseSignature { source: ssh_key::Error },
     #[error(
-        "signature is for namespace \"{found}\" but \"{expected}\" is required; sign with \
-         ssh-keygen -Y sign -n {expected}"
+        "signature is for namespace \"{}\" but \"{expected}\" is required; sign with \
+         ssh-keygen -Y sign -n {expected}",
+        crate::text::escape(found)
     )]
     WrongNamespace { expected: String, found: String },
-    #[error(
-        "signature made with unsupported key type {algorithm}; only ssh-ed25519 keys are accepted"
-    )]
+    #[error("signed with an unsupported key type ({algorithm}); outpost accepts ssh-ed25519")]
     UnsupportedKeyType { algorithm: String },
     #[error("signature uses unsupported hash algorithm {algorithm}; use sha256 or sha512")]
     UnsupportedHashAlgorithm { algorithm: String },
@@ -92,30 +97,110 @@ pub enum TrustError {
         "key {fingerprint} of {principal} is not yet valid: valid after {}, {}; the time floor \
          rises with each accepted commit",
         format_time(*valid_after),
-        describe_floor(*floor)
+        at.describe()
     )]
     KeyNotYetValid {
         fingerprint: String,
         principal: String,
         valid_after: u64,
-        floor: u64,
+        at: JudgedAt,
     },
     #[error(
-        "key {fingerprint} of {principal} expired: valid before {}, {}",
+        "key {fingerprint} of {principal} expired: valid before {}, {}; to retire a key, remove \
+         it from allowed_signers or list it in the revoked keys file",
         format_time(*valid_before),
-        describe_floor(*floor)
+        at.describe()
     )]
     KeyExpired {
         fingerprint: String,
         principal: String,
         valid_before: u64,
-        floor: u64,
+        at: JudgedAt,
     },
     #[error(
         "signature by {fingerprint} does not match the signed data; it was changed after \
          signing or is corrupt"
     )]
     BadSignature { fingerprint: String },
+}
+
+/// The time key validity is judged at: the time floor, or a commit's own committer time when
+/// that is later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgedAt {
+    pub floor: u64,
+    /// The committer time of the signed commit; `None` for a bundle file.
+    pub committed: Option<u64>,
+}
+
+impl JudgedAt {
+    /// Judged at the time floor alone (bundle file signatures).
+    pub fn floor(floor: u64) -> Self {
+        Self {
+            floor,
+            committed: None,
+        }
+    }
+
+    /// Judged at the later of the floor and the commit's time.
+    pub fn commit(floor: u64, committed: u64) -> Self {
+        Self {
+            floor,
+            committed: Some(committed),
+        }
+    }
+
+    pub fn time(&self) -> u64 {
+        self.floor.max(self.committed.unwrap_or(0))
+    }
+
+    fn describe(&self) -> String {
+        match self.committed {
+            Some(c) if c > self.floor => format!("and the commit is dated {}", format_time(c)),
+            _ => describe_floor(self.floor),
+        }
+    }
+}
+
+/// A signature whose key the policy permits, not yet checked against the signed data.
+#[derive(Debug)]
+pub struct PendingSignature {
+    sig: SshSig,
+    key: [u8; 32],
+    namespace: String,
+    signer: Signer,
+}
+
+impl PendingSignature {
+    /// Who would have signed, if the signature holds.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Checks the signature over a file whose sha256 and sha512 digests the caller computed
+    /// while copying it (the file itself is never held in memory).
+    pub fn verify_digests(
+        self,
+        sha256: &[u8; 32],
+        sha512: &[u8; 64],
+    ) -> Result<Signer, TrustError> {
+        let digest: &[u8] = match self.sig.hash_alg() {
+            HashAlg::Sha256 => sha256,
+            HashAlg::Sha512 => sha512,
+            other => return Err(unsupported_hash(other)),
+        };
+        self.verify(digest)
+    }
+
+    fn verify(self, digest: &[u8]) -> Result<Signer, TrustError> {
+        let blob = sshsig::signed_data(&self.namespace, self.sig.hash_alg(), digest);
+        if !sshsig::ed25519_valid(&self.key, self.sig.signature_bytes(), &blob) {
+            return Err(TrustError::BadSignature {
+                fingerprint: self.signer.fingerprint,
+            });
+        }
+        Ok(self.signer)
+    }
 }
 
 /// Who signed: the principal(s) of the matching allowed_signers line and the key fingerprint.
@@ -190,9 +275,32 @@ impl TrustPolicy {
         Ok(Self { allowed, revoked })
     }
 
-    /// Verifies an armored SSHSIG (`-----BEGIN SSH SIGNATURE-----`) over a file whose sha256
-    /// and sha512 digests the caller computed while copying it (the file itself is never held
-    /// in memory). Uses whichever digest the signature's hash algorithm names.
+    /// The policy half of verifying an armored SSHSIG (`-----BEGIN SSH SIGNATURE-----`):
+    /// armour, namespace, key type, and a key that is allowed, unrevoked and whose options
+    /// permit `namespace` at time `at`. Cheap: nothing signed is read.
+    pub fn check_signer(
+        &self,
+        armored: &[u8],
+        namespace: &str,
+        at: JudgedAt,
+    ) -> Result<PendingSignature, TrustError> {
+        let sig = parse_signature(armored, namespace)?;
+        let key = *ed25519_key(&sig)?;
+        let fingerprint = fingerprint(&key);
+        if self.revoked.contains(&key) {
+            return Err(TrustError::RevokedKey { fingerprint });
+        }
+        let signer = self.permitting_entry(&key, &fingerprint, namespace, at)?;
+        Ok(PendingSignature {
+            sig,
+            key,
+            namespace: namespace.to_owned(),
+            signer,
+        })
+    }
+
+    /// Verifies an armored SSHSIG over a file from its sha256 and sha512 digests, judging key
+    /// validity at the time floor.
     pub fn verify_file(
         &self,
         armored: &[u8],
@@ -201,48 +309,25 @@ impl TrustPolicy {
         sha512: &[u8; 64],
         floor: u64,
     ) -> Result<Signer, TrustError> {
-        let sig = parse_signature(armored, namespace)?;
-        let digest: &[u8] = match sig.hash_alg() {
-            HashAlg::Sha256 => sha256,
-            HashAlg::Sha512 => sha512,
-            other => return Err(unsupported_hash(other)),
-        };
-        self.verify(&sig, namespace, digest, floor)
+        self.check_signer(armored, namespace, JudgedAt::floor(floor))?
+            .verify_digests(sha256, sha512)
     }
 
     /// Verifies an SSH signature on a commit: `armored` is the gpgsig header value, `payload`
-    /// the signed commit bytes (gix's `Commit::signature()` gives both). Namespace `git`.
+    /// the signed commit bytes (gix's `Commit::signature()` gives both). Namespace `git`; key
+    /// validity judged at the later of `floor` and the commit's time `committed`.
     pub fn verify_commit(
         &self,
         armored: &[u8],
         payload: &[u8],
         floor: u64,
+        committed: u64,
     ) -> Result<Signer, TrustError> {
-        let sig = parse_signature(armored, COMMIT_NAMESPACE)?;
-        let digest = sshsig::digest(sig.hash_alg(), payload)
-            .ok_or_else(|| unsupported_hash(sig.hash_alg()))?;
-        self.verify(&sig, COMMIT_NAMESPACE, &digest, floor)
-    }
-
-    /// Policy, then cryptography: revoked, allowed, options, and finally the signature.
-    fn verify(
-        &self,
-        sig: &SshSig,
-        namespace: &str,
-        digest: &[u8],
-        floor: u64,
-    ) -> Result<Signer, TrustError> {
-        let key = ed25519_key(sig)?;
-        let fingerprint = fingerprint(key);
-        if self.revoked.contains(key) {
-            return Err(TrustError::RevokedKey { fingerprint });
-        }
-        let signer = self.permitting_entry(key, &fingerprint, namespace, floor)?;
-        let blob = sshsig::signed_data(namespace, sig.hash_alg(), digest);
-        if !sshsig::ed25519_valid(key, sig.signature_bytes(), &blob) {
-            return Err(TrustError::BadSignature { fingerprint });
-        }
-        Ok(signer)
+        let pending =
+            self.check_signer(armored, COMMIT_NAMESPACE, JudgedAt::commit(floor, committed))?;
+        let digest = sshsig::digest(pending.sig.hash_alg(), payload)
+            .ok_or_else(|| unsupported_hash(pending.sig.hash_alg()))?;
+        pending.verify(&digest)
     }
 
     /// The first allowed_signers line with this key whose options permit the signature; if
@@ -252,11 +337,11 @@ impl TrustPolicy {
         key: &[u8; 32],
         fingerprint: &str,
         namespace: &str,
-        floor: u64,
+        at: JudgedAt,
     ) -> Result<Signer, TrustError> {
         let mut refusal = None;
         for entry in self.allowed.iter().filter(|entry| &entry.key == key) {
-            match check_entry(entry, fingerprint, namespace, floor) {
+            match check_entry(entry, fingerprint, namespace, at) {
                 Ok(()) => {
                     let principal = entry.principals.clone();
                     return Ok(Signer {
@@ -298,8 +383,9 @@ fn check_entry(
     entry: &Entry,
     fingerprint: &str,
     namespace: &str,
-    floor: u64,
+    at: JudgedAt,
 ) -> Result<(), TrustError> {
+    let time = at.time();
     let fingerprint = fingerprint.to_owned();
     let principal = entry.principals.clone();
     if let Some(patterns) = &entry.namespaces
@@ -313,23 +399,23 @@ fn check_entry(
         });
     }
     if let Some(valid_after) = entry.valid_after
-        && floor < valid_after
+        && time < valid_after
     {
         return Err(TrustError::KeyNotYetValid {
             fingerprint,
             principal,
             valid_after,
-            floor,
+            at,
         });
     }
     if let Some(valid_before) = entry.valid_before
-        && floor >= valid_before
+        && time >= valid_before
     {
         return Err(TrustError::KeyExpired {
             fingerprint,
             principal,
             valid_before,
-            floor,
+            at,
         });
     }
     Ok(())

@@ -234,7 +234,8 @@ fn valid_before_is_judged_against_the_floor() -> TestResult {
         error.to_string(),
         format!(
             "key {} of alice@x expired: valid before 2026-01-01T00:00:00Z, this host has seen \
-             commits up to 2026-01-01T00:00:00Z",
+             commits up to 2026-01-01T00:00:00Z; to retire a key, remove it from allowed_signers \
+             or list it in the revoked keys file",
             alice.fingerprint
         )
     );
@@ -251,7 +252,7 @@ fn valid_after_is_judged_against_the_floor() -> TestResult {
     ))?;
     let error = verify_bundle(&trust, &sig, 0).err().ok_or("accepted")?;
     assert!(
-        matches!(error, TrustError::KeyNotYetValid { floor: 0, .. }),
+        matches!(error, TrustError::KeyNotYetValid { at: JudgedAt { floor: 0, committed: None }, .. }),
         "{error:?}"
     );
     assert_eq!(
@@ -390,12 +391,12 @@ fn signed_commit_verifies_and_tampering_is_caught() -> TestResult {
     assert!(!payload.windows(6).any(|w| w == b"gpgsig"));
     let trust = policy(&format!("alice@x namespaces=\"git\" {}", alice.public))?;
     assert_eq!(
-        trust.verify_commit(&signature, &payload, 0)?,
+        trust.verify_commit(&signature, &payload, 0, 0)?,
         alice.signer("alice@x")
     );
 
     let tampered = [payload.as_slice(), b"extra\n"].concat();
-    let result = trust.verify_commit(&signature, &tampered, 0);
+    let result = trust.verify_commit(&signature, &tampered, 0, 0);
     assert!(
         matches!(result, Err(TrustError::BadSignature { .. })),
         "{result:?}"
@@ -414,7 +415,7 @@ fn commit_signature_is_not_a_bundle_signature() -> TestResult {
         "{result:?}"
     );
     let bundle_sig = alice.sign(BUNDLE_NAMESPACE, &[])?;
-    let result = trust.verify_commit(&bundle_sig, &payload, 0);
+    let result = trust.verify_commit(&bundle_sig, &payload, 0, 0);
     assert!(
         matches!(result, Err(TrustError::WrongNamespace { .. })),
         "{result:?}"
@@ -432,4 +433,60 @@ fn allowed_signers_without_a_key_is_refused() {
              the fleet's key as `principal ssh-ed25519 AAAA...`"
         )
     );
+}
+
+#[test]
+fn a_commit_dated_outside_the_key_window_is_refused_whatever_the_floor() -> TestResult {
+    let alice = keygen()?;
+    let (signature, payload) = signed_commit(&alice)?;
+    let trust = policy(&format!(
+        "alice@x valid-after=20250101,valid-before=20300101 {}",
+        alice.public
+    ))?;
+    const YEAR_2100: u64 = 4_102_444_800;
+    // A floor inside the window does not vouch for a commit dated after it.
+    let error = trust
+        .verify_commit(&signature, &payload, JAN_2026, YEAR_2100)
+        .err()
+        .ok_or("accepted a commit dated after valid-before")?;
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "key {} of alice@x expired: valid before 2030-01-01T00:00:00Z, and the commit is \
+             dated 2100-01-01T00:00:00Z; to retire a key, remove it from allowed_signers or list \
+             it in the revoked keys file",
+            alice.fingerprint
+        )
+    );
+    // Inside the window it verifies; a floor past the window still expires the key.
+    assert_eq!(
+        trust.verify_commit(&signature, &payload, JAN_2026, JAN_2026 + 3600)?,
+        alice.signer("alice@x")
+    );
+    let error = trust
+        .verify_commit(&signature, &payload, YEAR_2100, JAN_2026)
+        .err()
+        .ok_or("accepted after the floor passed valid-before")?;
+    assert!(
+        matches!(error, TrustError::KeyExpired { .. }),
+        "{error:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_policy_is_checked_before_the_signed_bytes() -> TestResult {
+    let alice = keygen()?;
+    let mallory = keygen()?;
+    let trust = policy(&format!("alice@x {}", alice.public))?;
+    let sig = mallory.sign(BUNDLE_NAMESPACE, &[])?;
+    let error = trust
+        .check_signer(&sig, BUNDLE_NAMESPACE, JudgedAt::floor(0))
+        .err()
+        .ok_or("an unknown key passed the policy check")?;
+    assert!(matches!(error, TrustError::UntrustedSigner { .. }), "{error:?}");
+    let sig = alice.sign(BUNDLE_NAMESPACE, &[])?;
+    let pending = trust.check_signer(&sig, BUNDLE_NAMESPACE, JudgedAt::floor(0))?;
+    assert_eq!(pending.signer(), &alice.signer("alice@x"));
+    Ok(())
 }

@@ -1,7 +1,5 @@
 //! The `valid-after` / `valid-before` timestamps of `allowed_signers`.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 /// Parses `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, optionally ending in `Z`, to Unix
 /// seconds.
 ///
@@ -35,9 +33,9 @@ pub(crate) fn parse(text: &str) -> Result<u64, &'static str> {
     Ok(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
-/// Formats Unix seconds as RFC 3339 UTC, e.g. `2026-01-01T00:00:00Z`.
+/// Formats Unix seconds as RFC 3339 UTC, e.g. `2026-01-01T00:00:00Z`, for any value.
 pub(crate) fn format(seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
+    crate::text::rfc3339_u(seconds)
 }
 
 /// Describes the time floor for a message: what this host has seen.
