@@ -35,9 +35,7 @@ pub enum BundleError {
     Signature { found: String },
     #[error("bundle header ends early at line {line}: the file is truncated")]
     Truncated { line: usize },
-    #[error(
-        "bundle header is longer than {MAX_HEADER} bytes (at line {line}); bundle fewer refs"
-    )]
+    #[error("bundle header is longer than {MAX_HEADER} bytes (at line {line}); bundle fewer refs")]
     TooLong { line: usize },
     #[error("bundle header has more than {MAX_ENTRIES} entries")]
     TooManyEntries,

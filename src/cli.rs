@@ -143,6 +143,9 @@ fn load_policy(config: &Config) -> Result<TrustPolicy, Failure> {
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     let config = load_config(&cli.config)?;
+    // Before any command trusts the high-water mark: a floor file ahead of the database is
+    // taken only when the commit it names is signed by an allowed signer.
+    intake::check_mirror(&config)?;
     match &cli.command {
         Command::Import { paths, json } => {
             let policy = load_policy(&config)?;

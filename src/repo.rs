@@ -155,6 +155,29 @@ fn init(path: &Path) -> Result<(), RepoError> {
     Ok(())
 }
 
+/// The signature, payload, committer time and subject of commit `oid`.
+fn commit_info(repo: &gix::Repository, oid: ObjectId) -> Result<CommitInfo, RepoError> {
+    let err = |e: gix::Error| RepoError::ReadCommit {
+        oid,
+        message: message(&e),
+    };
+    let commit = repo.find_commit(oid).map_err(err)?;
+    let signature = commit
+        .signature()
+        .map_err(err)?
+        .map(|(sig, signed)| (sig.to_vec(), signed.to_bstring().to_vec()));
+    let committer_time = commit.time().map_err(err)?.seconds;
+    let summary = commit
+        .message()
+        .map(|m| m.summary().to_string().chars().take(MAX_SUMMARY).collect())
+        .unwrap_or_default();
+    Ok(CommitInfo {
+        signature,
+        committer_time,
+        summary,
+    })
+}
+
 impl ObjectStore {
     /// Opens the object store, creating it on first use.
     pub fn open_or_init(state_dir: &Path) -> Result<Self, RepoError> {
@@ -204,6 +227,11 @@ impl ObjectStore {
             .reference(full, oid, PreviousValue::Any, "outpost: trusted")
             .map_err(err)?;
         Ok(())
+    }
+
+    /// The signature, payload, committer time and subject of commit `oid`.
+    pub fn commit_info(&self, oid: ObjectId) -> Result<CommitInfo, RepoError> {
+        commit_info(&self.repo, oid)
     }
 
     /// Whether the store has `oid`.
@@ -299,25 +327,7 @@ impl Quarantine {
 
     /// The signature, payload and committer time of commit `oid`.
     pub fn commit_info(&self, oid: ObjectId) -> Result<CommitInfo, RepoError> {
-        let err = |e: gix::Error| RepoError::ReadCommit {
-            oid,
-            message: message(&e),
-        };
-        let commit = self.repo.find_commit(oid).map_err(err)?;
-        let signature = commit
-            .signature()
-            .map_err(err)?
-            .map(|(sig, signed)| (sig.to_vec(), signed.to_bstring().to_vec()));
-        let committer_time = commit.time().map_err(err)?.seconds;
-        let summary = commit
-            .message()
-            .map(|m| m.summary().to_string().chars().take(MAX_SUMMARY).collect())
-            .unwrap_or_default();
-        Ok(CommitInfo {
-            signature,
-            committer_time,
-            summary,
-        })
+        commit_info(&self.repo, oid)
     }
 
     /// Whether `ancestor` is reachable from `descendant` (or equal to it).

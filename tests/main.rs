@@ -7,5 +7,8 @@ mod apply;
 mod apply_bad_input;
 mod bad_input;
 mod crash;
+mod hostile_stick;
 mod import;
 mod state;
+mod stock_bundles;
+mod time_floor;

@@ -70,7 +70,9 @@ pub enum Verdict {
         message: String,
     },
     /// These exact bytes were imported before.
-    Known { sha256: String },
+    Known {
+        sha256: String,
+    },
     Refused(Box<Refused>),
 }
 
@@ -131,7 +133,7 @@ impl From<RepoError> for Fault {
             | RepoError::NotACommit { .. }
             | RepoError::ReadCommit { .. }
             | RepoError::Walk { .. }
-            | RepoError::Incomplete { .. } => Self::Refused(Refusal::Content(e)),
+            | RepoError::Incomplete { .. } => Self::Refused(Refusal::Content(Box::new(e))),
         }
     }
 }
@@ -170,7 +172,7 @@ fn judge_file(ctx: &Context<'_>, path: &Path, learnt: &mut Learnt) -> Result<Ver
     let sig = stage::read_signature(path)?;
     let signature_refused = |source| Refusal::Signature {
         path: stage::sig_path(path),
-        source,
+        source: Box::new(source),
     };
     let pending = ctx
         .policy
@@ -277,7 +279,7 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
         .map_err(|source| Refusal::TipSignature {
             oid: tip,
             name: ctx.tracked_ref.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let commit = CommitRecord {
         oid: tip.to_string(),

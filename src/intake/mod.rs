@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::lock;
 use crate::repo::{ObjectStore, RepoError};
 use crate::store::{self, Store, StoreError};
-use crate::trust::{TrustError, TrustPolicy};
 use crate::text::Escaped;
+use crate::trust::{TrustError, TrustPolicy};
 use judge::{Context, Verdict};
 
 /// Why a bundle was refused: recorded as its verdict and shown by `status`.
@@ -52,7 +52,10 @@ pub enum Refusal {
     )]
     SignatureTooBig { path: PathBuf, size: u64, max: u64 },
     #[error("signature {path} refused: {source}")]
-    Signature { path: PathBuf, source: TrustError },
+    Signature {
+        path: PathBuf,
+        source: Box<TrustError>,
+    },
     #[error(transparent)]
     Header(#[from] crate::bundle::BundleError),
     #[error("bundle has no {name} (it carries {refs}); bundle the tracked branch")]
@@ -64,7 +67,7 @@ pub enum Refusal {
     #[error("bundle is truncated: the pack is missing or shorter than a pack header")]
     Truncated,
     #[error(transparent)]
-    Content(RepoError),
+    Content(Box<RepoError>),
     #[error("bundle has data after the end of its pack; recreate it with `git bundle create`")]
     TrailingData,
     #[error(
@@ -75,7 +78,7 @@ pub enum Refusal {
     TipSignature {
         oid: ObjectId,
         name: String,
-        source: TrustError,
+        source: Box<TrustError>,
     },
     #[error(
         "tip commit {oid} has committer time {time}, which is {reason}; the commit cannot be dated, recreate it with a correct date"
@@ -127,6 +130,16 @@ pub enum IntakeError {
     },
     #[error("the recorded trusted commit {commit:?} is not an object id; the state dir is damaged")]
     BadMark { commit: String },
+    #[error(
+        "{path} names commit {commit}, which this host never accepted: {reason}; restore outpost.db from a backup, or remove the floor file only if you know the host's trusted commit"
+    )]
+    MirrorRefused {
+        path: PathBuf,
+        commit: String,
+        reason: String,
+    },
+    #[error("cannot load the trust policy to check {path}")]
+    MirrorPolicy { path: PathBuf, source: TrustError },
 }
 
 /// What happened to one bundle file.
@@ -193,7 +206,11 @@ impl std::fmt::Display for Report {
             }
             Outcome::Replay { message } => write!(f, "no-op {path}: {}", Escaped(message)),
             Outcome::AlreadyImported { sha256 } => {
-                write!(f, "no-op {path}: already imported (sha256 {})", short(sha256))
+                write!(
+                    f,
+                    "no-op {path}: already imported (sha256 {})",
+                    short(sha256)
+                )
             }
             Outcome::Refused { reason } => write!(f, "refused {path}: {}", Escaped(reason)),
         }
@@ -391,6 +408,51 @@ pub fn verify(
         reports.push(Report { path, outcome });
     }
     Ok(reports)
+}
+
+/// The floor mirror is evidence, not authority: when it is ahead of the database, the commit
+/// it names must be in the object store and signed by an allowed signer, or every command
+/// stops here (fail closed). Cheap when the mirror is not ahead: one read of each.
+pub fn check_mirror(config: &Config) -> Result<(), IntakeError> {
+    let state = &config.state.dir;
+    let store = Store::open_read_only(state)?;
+    let ahead = match &store {
+        Some(s) => s.mirror_ahead()?,
+        None => store::floor::read(state)?,
+    };
+    drop(store);
+    let Some(mark) = ahead else { return Ok(()) };
+    let path = store::floor::path(state);
+    let refused = |reason: String| IntakeError::MirrorRefused {
+        path: path.clone(),
+        commit: mark.commit.clone(),
+        reason,
+    };
+    let policy = TrustPolicy::load(
+        &config.trust.allowed_signers,
+        config.trust.revoked_keys.as_deref(),
+    )
+    .map_err(|source| IntakeError::MirrorPolicy {
+        path: path.clone(),
+        source,
+    })?;
+    let oid = trusted_id(&mark)?;
+    let objects = ObjectStore::open_existing(state)?
+        .ok_or_else(|| refused("there is no object store".to_owned()))?;
+    if !objects.has_object(oid) {
+        return Err(refused("it is not in the object store".to_owned()));
+    }
+    let info = objects
+        .commit_info(oid)
+        .map_err(|e| refused(e.to_string()))?;
+    let Some((sig, payload)) = &info.signature else {
+        return Err(refused("it is not signed by an allowed signer".to_owned()));
+    };
+    let committed = u64::try_from(info.committer_time).unwrap_or(0);
+    policy
+        .verify_commit(sig, payload, 0, committed)
+        .map(drop)
+        .map_err(|e| refused(format!("it is not signed by an allowed signer ({e})")))
 }
 
 /// Empties (or creates) `state_dir/staging`: leftovers of an interrupted import are garbage.

@@ -187,6 +187,24 @@ pub struct Rejection {
 pub struct Store {
     conn: Connection,
     dir: PathBuf,
+    writable: bool,
+}
+
+/// A writer leaves the database in rollback-journal mode when it is the last connection, so
+/// that the read-only commands (`status`, `plan`, `history`, `verify`) open it without
+/// creating `-wal` and `-shm` files that were not there. While a writer is open (a running
+/// daemon, an apply) the database is in WAL mode and readers share its files.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.writable {
+            // Fails harmlessly (SQLITE_BUSY) while another connection is open: WAL stays.
+            let _ = self
+                .conn
+                .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+                    r.get::<_, String>(0)
+                });
+        }
+    }
 }
 
 /// Seconds since the Unix epoch by the wall clock: for display and the audit trail only.
@@ -240,6 +258,7 @@ impl Store {
         let store = Self {
             conn,
             dir: state_dir.to_owned(),
+            writable: true,
         };
         store.reconcile_mirror()?;
         Ok(store)
@@ -262,6 +281,7 @@ impl Store {
         Ok(Some(Self {
             conn,
             dir: state_dir.to_owned(),
+            writable: false,
         }))
     }
 
@@ -270,6 +290,13 @@ impl Store {
         let db = self.db_high_water()?;
         let mirror = floor::read(&self.dir)?;
         Ok(newest(db, mirror))
+    }
+
+    /// The mirror's mark when it is ahead of the database's (the database was lost or
+    /// restored from an older copy): evidence to check, not yet a trusted mark.
+    pub fn mirror_ahead(&self) -> Result<Option<HighWater>, StoreError> {
+        let db = self.db_high_water()?;
+        Ok(floor::read(&self.dir)?.filter(|m| db.as_ref().is_none_or(|d| m.floor > d.floor)))
     }
 
     /// The trusted commit, for the stages after intake (manifest, plan, apply).

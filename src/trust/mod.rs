@@ -323,8 +323,11 @@ impl TrustPolicy {
         floor: u64,
         committed: u64,
     ) -> Result<Signer, TrustError> {
-        let pending =
-            self.check_signer(armored, COMMIT_NAMESPACE, JudgedAt::commit(floor, committed))?;
+        let pending = self.check_signer(
+            armored,
+            COMMIT_NAMESPACE,
+            JudgedAt::commit(floor, committed),
+        )?;
         let digest = sshsig::digest(pending.sig.hash_alg(), payload)
             .ok_or_else(|| unsupported_hash(pending.sig.hash_alg()))?;
         pending.verify(&digest)
@@ -424,8 +427,16 @@ fn check_entry(
 /// Decodes the armored signature and checks its namespace.
 fn parse_signature(armored: &[u8], namespace: &str) -> Result<SshSig, TrustError> {
     // The PEM decoder wants the armor without surrounding blank lines; files may have them.
-    let sig = SshSig::from_pem(armored.trim_ascii())
-        .map_err(|source| TrustError::ParseSignature { source })?;
+    let armored = armored.trim_ascii();
+    let sig = SshSig::from_pem(armored).map_err(|source| {
+        // This build parses ed25519 signatures only: name the key type of any other.
+        match sshsig::key_type(armored) {
+            Some(algorithm) if algorithm != "ssh-ed25519" => TrustError::UnsupportedKeyType {
+                algorithm: crate::text::escape(&algorithm).into_owned(),
+            },
+            _ => TrustError::ParseSignature { source },
+        }
+    })?;
     if sig.namespace() != namespace {
         return Err(TrustError::WrongNamespace {
             expected: namespace.to_owned(),

@@ -42,6 +42,32 @@ pub(crate) fn ed25519_valid(public_key: &[u8; 32], signature: &[u8], signed_data
     key.verify_strict(signed_data, &signature).is_ok()
 }
 
+/// The key type named inside an armored SSHSIG (`ecdsa-sha2-nistp256`, ...), read without
+/// parsing the rest: `"SSHSIG" || uint32 version || string(publickey)`, where the public key
+/// blob starts with `string(key type)`. `None` when the armour or layout is not that.
+pub(crate) fn key_type(armored: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(armored).ok()?;
+    let body = text
+        .trim()
+        .strip_prefix("-----BEGIN SSH SIGNATURE-----")?
+        .strip_suffix("-----END SSH SIGNATURE-----")?;
+    let base64: String = body.split_whitespace().collect();
+    let blob = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&base64).ok()?;
+    let rest = blob.strip_prefix(b"SSHSIG")?.get(4..)?;
+    let (public_key, _) = take_string(rest)?;
+    let (name, _) = take_string(public_key)?;
+    let name = std::str::from_utf8(name).ok()?;
+    Some(name.chars().take(64).collect())
+}
+
+/// Splits an ssh-encoding `string` off the front of `bytes`.
+fn take_string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    let body = bytes.get(4..)?;
+    (body.len() >= len).then(|| body.split_at(len))
+}
+
 /// An ssh-encoding `string`: u32 big-endian length, then the bytes.
 fn put_string(blob: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("namespaces and digests are far below 4 GiB");

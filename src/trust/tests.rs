@@ -252,7 +252,16 @@ fn valid_after_is_judged_against_the_floor() -> TestResult {
     ))?;
     let error = verify_bundle(&trust, &sig, 0).err().ok_or("accepted")?;
     assert!(
-        matches!(error, TrustError::KeyNotYetValid { at: JudgedAt { floor: 0, committed: None }, .. }),
+        matches!(
+            error,
+            TrustError::KeyNotYetValid {
+                at: JudgedAt {
+                    floor: 0,
+                    committed: None
+                },
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(
@@ -467,10 +476,7 @@ fn a_commit_dated_outside_the_key_window_is_refused_whatever_the_floor() -> Test
         .verify_commit(&signature, &payload, YEAR_2100, JAN_2026)
         .err()
         .ok_or("accepted after the floor passed valid-before")?;
-    assert!(
-        matches!(error, TrustError::KeyExpired { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, TrustError::KeyExpired { .. }), "{error:?}");
     Ok(())
 }
 
@@ -484,7 +490,10 @@ fn the_policy_is_checked_before_the_signed_bytes() -> TestResult {
         .check_signer(&sig, BUNDLE_NAMESPACE, JudgedAt::floor(0))
         .err()
         .ok_or("an unknown key passed the policy check")?;
-    assert!(matches!(error, TrustError::UntrustedSigner { .. }), "{error:?}");
+    assert!(
+        matches!(error, TrustError::UntrustedSigner { .. }),
+        "{error:?}"
+    );
     let sig = alice.sign(BUNDLE_NAMESPACE, &[])?;
     let pending = trust.check_signer(&sig, BUNDLE_NAMESPACE, JudgedAt::floor(0))?;
     assert_eq!(pending.signer(), &alice.signer("alice@x"));

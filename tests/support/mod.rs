@@ -73,6 +73,42 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// Sets the committer time (Unix seconds) of the next commit.
+    pub fn set_clock(&self, seconds: u64) {
+        self.clock.set(seconds);
+    }
+
+    /// Writes a commit object by hand on top of `main` with the given committer line (what
+    /// follows `committer `), signed by the fleet key like git signs, and points `main` at it.
+    /// For commits that stock git will not write: dates past year 9999, unparsable lines.
+    pub fn craft_commit(&self, committer: &str) -> Result<String> {
+        let tree = run(self.git().args(["rev-parse", "main^{tree}"]))?;
+        let parent = run(self.git().args(["rev-parse", "main"]))?;
+        let payload = format!(
+            "tree {tree}\nparent {parent}\nauthor Fleet <fleet@example.com> {} +0000\ncommitter {committer}\n\ncrafted\n",
+            self.clock.get()
+        );
+        let file = self.path("crafted-commit");
+        std::fs::write(&file, &payload)?;
+        let sig_path = self.path("crafted-commit.sig");
+        let _ = std::fs::remove_file(&sig_path);
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-n", "git", "-f"])
+            .arg(self.key("fleet"))
+            .arg(&file))?;
+        let sig = std::fs::read_to_string(&sig_path)?;
+        let gpgsig = sig.trim_end().replace('\n', "\n ");
+        let (head, body) = payload.split_once("\n\n").ok_or("no message")?;
+        let object = format!("{head}\ngpgsig {gpgsig}\n\n{body}");
+        std::fs::write(&file, object)?;
+        let oid = run(self
+            .git()
+            .args(["hash-object", "-t", "commit", "-w", "--literally"])
+            .arg(&file))?;
+        run(self.git().args(["update-ref", "refs/heads/main", &oid]))?;
+        Ok(oid)
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
