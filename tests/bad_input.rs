@@ -102,6 +102,27 @@ fn flipped_byte_in_the_pack() -> Result {
 }
 
 #[test]
+fn junk_after_the_pack_with_a_recomputed_checksum() -> Result {
+    for junk in [&b"x"[..], &[b'j'; 5000]] {
+        let (fleet, _) = trusting_fleet()?;
+        let (_, mut bytes, header_len) = next_bundle(&fleet)?;
+        bytes.extend_from_slice(junk);
+        // The region's last 20 bytes: a SHA-1 over the pack and the junk, as a forger would.
+        let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+        hasher.update(&bytes[header_len..]);
+        let digest = hasher.try_finalize().map_err(|e| e.to_string())?;
+        bytes.extend_from_slice(digest.as_bytes());
+        let path = fleet.signed_file("forged.bundle", &bytes)?;
+        assert_refused(
+            &fleet,
+            &path,
+            "bundle has data after the end of its pack; recreate it with `git bundle create`",
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
 fn junk_after_the_pack() -> Result {
     let (fleet, _) = trusting_fleet()?;
     let (_, mut bytes, _) = next_bundle(&fleet)?;
