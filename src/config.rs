@@ -88,6 +88,9 @@ pub struct SourceConfig {
     pub spool: Option<PathBuf>,
     #[serde(default = "default_max_bundle_size")]
     pub max_bundle_size: ByteSize,
+    /// The most one object of a bundle may inflate to: bounds the memory of indexing.
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +122,9 @@ fn default_sync_interval() -> Duration {
 }
 fn default_max_bundle_size() -> ByteSize {
     ByteSize::gib(1)
+}
+fn default_max_object_size() -> ByteSize {
+    ByteSize::mib(64)
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(365 * 86_400)
@@ -163,6 +169,7 @@ impl Default for SourceConfig {
             interval: default_sync_interval(),
             spool: None,
             max_bundle_size: default_max_bundle_size(),
+            max_object_size: default_max_object_size(),
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum RepoError {
     },
     #[error("the bundle's pack is damaged: {message}")]
     IndexPack { message: String },
+    #[error(
+        "the bundle holds an object larger than source.max_object_size ({max} bytes) once inflated; raise the limit if the fleet ships such files"
+    )]
+    ObjectTooBig { max: usize },
     #[error("the bundle does not contain {oid} that its header lists for {name}")]
     MissingTip { oid: ObjectId, name: String },
     #[error("{oid} ({name}) is not a commit")]
@@ -100,6 +104,18 @@ fn open(path: &Path) -> Result<gix::Repository, RepoError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// A failure to read a pack: an object over the size limit, or damage.
+fn pack_error(e: &gix::Error, max_object: usize) -> RepoError {
+    let text = format!("{e:?}");
+    if text.contains("AllocationLimit") || text.contains("too large to fit in memory") {
+        RepoError::ObjectTooBig { max: max_object }
+    } else {
+        RepoError::IndexPack {
+            message: message(e),
+        }
+    }
 }
 
 /// The most specific cause of a gix error, in its own words.
@@ -287,7 +303,14 @@ impl Quarantine {
 
     /// Indexes the pack read from `pack` (which must end exactly at the pack trailer) into the
     /// quarantine, completing thin packs from the trusted store.
-    pub fn index_pack(&mut self, pack: &mut dyn BufRead) -> Result<(), RepoError> {
+    ///
+    /// No object, nor the delta tree, may take more than `max_object` bytes once inflated: a
+    /// small pack cannot make the indexer allocate what it decompresses to.
+    pub fn index_pack(
+        &mut self,
+        pack: &mut dyn BufRead,
+        max_object: usize,
+    ) -> Result<(), RepoError> {
         let pack_dir = self.repo.git_dir().join("objects/pack");
         let interrupt = AtomicBool::new(false);
         gix_pack::Bundle::write_to_directory(
@@ -297,11 +320,12 @@ impl Quarantine {
             &interrupt,
             Some(self.repo.objects.clone()),
             self.repo.object_hash(),
-            gix_pack::bundle::write::Options::default(),
+            gix_pack::bundle::write::Options {
+                alloc_limit_bytes: Some(max_object),
+                ..Default::default()
+            },
         )
-        .map_err(|e| RepoError::IndexPack {
-            message: message(&e),
-        })?;
+        .map_err(|e| pack_error(&e, max_object))?;
         // A fresh handle sees the new pack without relying on the odb's refresh policy.
         self.repo = open(self.repo.git_dir())?;
         Ok(())
@@ -359,12 +383,11 @@ impl Quarantine {
         &self,
         tip: ObjectId,
         store: Option<&ObjectStore>,
+        max_object: usize,
     ) -> Result<(), RepoError> {
         let hash = self.repo.object_hash();
         let pack_dir = self.repo.git_dir().join("objects/pack");
-        let damaged = |e: gix::Error| RepoError::IndexPack {
-            message: message(&e),
-        };
+        let damaged = |e: gix::Error| pack_error(&e, max_object);
         let mut outside = Vec::new();
         for idx_path in
             files_with_extension(&pack_dir, "idx").map_err(|source| RepoError::Promote {
@@ -373,8 +396,9 @@ impl Quarantine {
             })?
         {
             let index = gix_pack::index::File::at(&idx_path, hash).map_err(damaged)?;
-            let pack =
-                gix_pack::data::File::at(idx_path.with_extension("pack"), hash).map_err(damaged)?;
+            let pack = gix_pack::data::File::at(idx_path.with_extension("pack"), hash)
+                .map_err(damaged)?
+                .with_alloc_limit_bytes(Some(max_object));
             let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let processor = {
                 let (index, found) = (&index, found.clone());
@@ -400,6 +424,7 @@ impl Quarantine {
                 }
             };
             let options = gix_pack::index::traverse::Options {
+                alloc_limit_bytes: Some(max_object),
                 check:
                     gix_pack::index::traverse::SafetyCheck::SkipFileAndObjectChecksumVerification,
                 ..Default::default()

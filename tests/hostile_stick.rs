@@ -332,3 +332,41 @@ fn a_hand_written_floor_naming_an_unsigned_commit_is_refused() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn a_small_bundle_inflating_to_hundreds_of_mebibytes_is_refused_in_little_memory() -> Result {
+    let fleet = Fleet::new()?;
+    fleet.commit("outpost.toml", "# v1\n")?;
+    // 256 MiB of zeros: git streams it into a pack of a few hundred KiB.
+    let big = std::fs::File::create(fleet.repo().join("zeros.bin"))?;
+    big.set_len(256 << 20)?;
+    fleet.git_run(&["-c", "core.bigFileThreshold=1m", "add", "zeros.bin"])?;
+    fleet.commit("outpost.toml", "# v2\n")?;
+    let bundle = fleet.bundle("bomb.bundle", &["main"])?;
+    assert!(std::fs::metadata(&bundle)?.len() < 4 << 20);
+    // The peak memory of the import alone, measured by its parent.
+    let measure = "import resource, subprocess, sys\n\
+                   r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n\
+                   print(r.returncode); print(r.stdout, end='')\n\
+                   print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", measure])
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("import")
+        .arg(&bundle);
+    let out = cmd.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let peak_kib: u64 = String::from_utf8_lossy(&out.stderr).trim().parse()?;
+    assert!(stdout.starts_with("1\n"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with(
+            "the bundle holds an object larger than source.max_object_size (67108864 bytes) once inflated; raise the limit if the fleet ships such files"
+        ),
+        "{stdout}"
+    );
+    assert!(peak_kib < 100 << 10, "import peaked at {peak_kib} KiB");
+    assert_eq!(fleet.trusted()?, None);
+    Ok(())
+}

@@ -39,6 +39,8 @@ pub struct Context<'a> {
     pub tracked_ref: String,
     pub allow_rewind: bool,
     pub max_size: u64,
+    /// `source.max_object_size`: the most bytes one object may inflate to.
+    pub max_object: usize,
     /// `trust.max_future`, seconds.
     pub max_future: u64,
     /// The system clock, Unix seconds, judged for plausibility before use.
@@ -129,6 +131,7 @@ impl From<RepoError> for Fault {
             | RepoError::Promote { .. }
             | RepoError::UpdateRef { .. } => Self::Host(e.into()),
             RepoError::IndexPack { .. }
+            | RepoError::ObjectTooBig { .. }
             | RepoError::MissingTip { .. }
             | RepoError::NotACommit { .. }
             | RepoError::ReadCommit { .. }
@@ -231,7 +234,7 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
     reader.seek(SeekFrom::Start(header.len)).map_err(read_err)?;
     let started = std::time::Instant::now();
     let mut pack = PackReader::new(reader, pack_len);
-    quarantine.index_pack(&mut pack)?;
+    quarantine.index_pack(&mut pack, ctx.max_object)?;
     if !pack.ends_at_trailer().map_err(read_err)? {
         return Err(Refusal::TrailingData.into());
     }
@@ -239,7 +242,7 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
     quarantine.check_tip(tip, &ctx.tracked_ref)?;
     tracing::debug!(elapsed = ?started.elapsed(), "pack indexed");
     let started = std::time::Instant::now();
-    quarantine.check_connected(tip, ctx.objects)?;
+    quarantine.check_connected(tip, ctx.objects, ctx.max_object)?;
     tracing::debug!(elapsed = ?started.elapsed(), "connectivity checked");
     let info = quarantine.commit_info(tip)?;
     let committed = plausible_time(ctx, tip, &info)?;

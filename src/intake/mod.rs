@@ -304,6 +304,7 @@ fn context<'a>(
         tracked_ref: config.tracked_ref(),
         allow_rewind: config.trust.allow_rewind,
         max_size: config.source.max_bundle_size.as_u64(),
+        max_object: usize::try_from(config.source.max_object_size.as_u64()).unwrap_or(usize::MAX),
         max_future: config.trust.max_future.as_secs(),
         clock: store::now(),
         staging,
