@@ -9,9 +9,10 @@
 //!                                    and tip)  floor mirror)   entries)           inventory)
 //! ```
 //!
-//! A bundle is copied once into private staging while it is hashed (sha256 for its identity,
-//! sha512 for its SSHSIG); its `.sig` is checked against those digests before a byte of it is
-//! parsed. Only then is the header parsed and the pack indexed into a quarantine object store
+//! A bundle's `.sig` is read first and its signer checked against the policy; only then is
+//! the bundle copied once into private staging while it is hashed (sha256 for its identity,
+//! sha512 for its SSHSIG), and the signature checked against those digests before a byte of it
+//! is parsed. Only then is the header parsed and the pack indexed into a quarantine object store
 //! whose alternates point at the real one. The tip commit of the tracked branch must carry an
 //! SSH signature by an allowed signer and must descend from the trusted commit; only then are
 //! the pack files moved into the object store, the verdict and the new high-water mark written
@@ -55,8 +56,16 @@
 //!   including the tip commit's signature and ancestry, was accepted.
 //! * The high-water mark never moves back: a replayed older state is a no-op, a divergent one
 //!   is refused unless `trust.allow_rewind`, and the time floor only grows.
-//! * Nothing depends on the wall clock for trust decisions: key validity is judged against the
-//!   time floor (the newest accepted committer time).
+//! * Key validity is judged at the later of the time floor (the newest accepted committer time)
+//!   and the commit's own date, never at the wall clock. The clock only widens the plausibility
+//!   bound on a tip's date (`trust.max_future`), and only when it is not behind the floor and
+//!   the release date.
+//! * Refuse or fail, decided in one place (`intake::judge`): everything a bundle's content causes
+//!   is a recorded refusal of that bundle and the batch goes on; only the host's own failures
+//!   (state dir, database, object store files) stop an import.
+//! * The floor mirror is evidence: ahead of the database, it is used only once the commit it
+//!   names is found signed by an allowed signer (`intake::check_mirror`, before every command).
+//! * What reaches a person goes through [`text`]: control characters escaped, times total.
 //! * `verify`, `plan` and `status` write nothing to the state dir or the host.
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
