@@ -5,17 +5,18 @@
 #
 # Builds (once; cached in WORKDIR, keyed on the parameters) a repository of realistic size,
 # with a history made by `git fast-import` from bench/gen-history.py and an SSH-signed tip,
-# bundles it and signs the bundle. Then times, best of RUNS with a fresh destination each time
-# and a warm page cache:
+# bundles it and signs the bundle. Then times RUNS runs of each side, alternating, with a fresh
+# destination each time and a warm page cache:
 #   (a) git init --bare dst && git -C dst fetch --quiet site.bundle main:main
 #   (b) outpost --config cfg import site.bundle            (fresh state dir)
-# and prints wall seconds, peak RSS, the ratio outpost/git (goal <= 1.0) and the binary size
-# (goal <= 15 MB).
+# and prints the median wall seconds, peak RSS, the ratio outpost/git (goal <= 1.0) and the
+# binary size (goal <= 15 MB).
 #
 # Environment:
 #   COMMITS=5000 FILES=20000   size of the history (~100 MB packed by default);
-#                              COMMITS=200 FILES=1000 for a quick run
-#   RUNS=3                     timed runs of each side; the best is reported
+#                              COMMITS=1500 FILES=3000 is the small case (~14 MB), where the
+#                              fixed cost of an import shows; COMMITS=200 FILES=1000 a quick run
+#   RUNS=5                     timed runs of each side, alternating; medians are reported
 #   OUTPOST=path               use this binary instead of building target/release/outpost
 #   NO_BUILD=1                 do not run cargo; use target/release/outpost as it is
 #   SKIP_OUTPOST=1             only build the repository and time git
@@ -27,7 +28,7 @@ set -euo pipefail
 
 COMMITS=${COMMITS:-5000}
 FILES=${FILES:-20000}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SKIP_OUTPOST=${SKIP_OUTPOST:-0}
 STRICT=${STRICT:-0}
 CACHE_VERSION=1 # bump when the way the cached repository/bundle is made changes
@@ -133,18 +134,28 @@ EOF
 
 warm() { cat "$bundle" "$bundle.sig" "$@" >/dev/null; }
 
-# ---- (a) git fetch ----------------------------------------------------------------------------------
-log "timing git fetch of the bundle ($RUNS runs)"
-warm
-git_best="" git_rss=""
+# ---- (a) git fetch and (b) outpost import, alternating ------------------------------------------
+[[ -n $outpost ]] || log "outpost skipped: SKIP_OUTPOST=1"
+log "timing git fetch and outpost import of the bundle, alternating ($RUNS runs each)"
+warm ${outpost:+"$outpost"}
+git_walls=() git_rss="" out_walls=() out_rss="" bin_bytes=""
 for i in $(seq "$RUNS"); do
     rm -rf "$run/dst.git"
     timed git-fetch sh -c 'git init -q --bare "$1" && git -C "$1" fetch --quiet "$2" main:main' \
         sh "$run/dst.git" "$bundle"
     echo "   git fetch      run $i: $wall s, peak RSS $((rss / 1024)) MiB" >&2
-    git_best=$(min "$wall" "$git_best")
+    git_walls+=("$wall")
     git_rss=$(max "$rss" "$git_rss")
+    if [[ -n $outpost ]]; then
+        rm -rf "$run/state" "$run/host"
+        mkdir -p "$run/host"
+        timed outpost-import "$outpost" --config "$run/config.toml" import "$bundle"
+        echo "   outpost import run $i: $wall s, peak RSS $((rss / 1024)) MiB" >&2
+        out_walls+=("$wall")
+        out_rss=$(max "$rss" "$out_rss")
+    fi
 done
+git_best=$(median "${git_walls[@]}")
 got=$(git -C "$run/dst.git" rev-parse main)
 [[ $got == "$tip" ]] || die "git fetch sanity check: dst main is $got, expected $tip"
 echo "git fetch: dst main = $tip (ok)"
@@ -154,19 +165,9 @@ git -C "$run/dst.git" cat-file --batch-all-objects --batch-check='%(objecttype)'
     sort | uniq -c | awk '{ printf "    %-8s %d\n", $2 ":", $1 }'
 in_pack=$(git -C "$run/dst.git" count-objects -v | awk '$1 == "in-pack:" { print $2 }')
 
-# ---- (b) outpost import -------------------------------------------------------------------------------
-out_best="" out_rss="" bin_bytes=""
+out_best=""
 if [[ -n $outpost ]]; then
-    log "timing outpost import of the bundle ($RUNS runs)"
-    warm "$outpost"
-    for i in $(seq "$RUNS"); do
-        rm -rf "$run/state" "$run/host"
-        mkdir -p "$run/host"
-        timed outpost-import "$outpost" --config "$run/config.toml" import "$bundle"
-        echo "   outpost import run $i: $wall s, peak RSS $((rss / 1024)) MiB" >&2
-        out_best=$(min "$wall" "$out_best")
-        out_rss=$(max "$rss" "$out_rss")
-    done
+    out_best=$(median "${out_walls[@]}")
     # Sanity check on the state of the last run: the tip is the trusted commit.
     timed outpost-status "$outpost" --config "$run/config.toml" status --json
     trusted=$(python3 -c '
@@ -190,7 +191,7 @@ fi
 
 # ---- report ------------------------------------------------------------------------------------------
 echo
-echo "outpost import benchmark  (COMMITS=$COMMITS FILES=$FILES; best of $RUNS, warm page cache)"
+echo "outpost import benchmark  (COMMITS=$COMMITS FILES=$FILES; median of $RUNS alternating runs, warm page cache)"
 echo "  work dir         $work"
 echo "  repository       $n_commits commits, $n_files files at the tip, $in_pack objects"
 echo "  bundle           $(mb "$bundle_bytes") ($bundle_bytes bytes)"
