@@ -63,6 +63,8 @@ enum Command {
     Apply,
     /// Go back to the previous successful deployment (the commit left is marked bad)
     Rollback,
+    /// Run the agent: follow the spool, repair drift on a timer (under systemd: Type=notify)
+    Daemon,
     /// List deployments and the drift repairs they made
     History {
         #[arg(long)]
@@ -176,6 +178,11 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Apply => run_apply(&config, Goal::Newest),
         Command::Rollback => run_apply(&config, Goal::Rollback),
         Command::History { json, limit } => run_history(&config, *json, *limit),
+        Command::Daemon => {
+            let policy = load_policy(&config)?;
+            crate::daemon::run(&cli.config, config, policy).map_err(Failure::Failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let status = status::gather(&config).map_err(|e| match e {
                 StoreError::Newer { .. } => Failure::Usage(e.into()),

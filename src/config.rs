@@ -39,6 +39,17 @@ pub struct Config {
     pub source: SourceConfig,
     #[serde(default)]
     pub apply: ApplyConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A Prometheus text file the daemon rewrites after each cycle (node_exporter's textfile
+    /// collector reads `*.prom` from its directory). Default: none.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +280,9 @@ impl Config {
             join(p);
         }
         if let Some(p) = self.source.spool.as_mut() {
+            join(p);
+        }
+        if let Some(p) = self.metrics.textfile.as_mut() {
             join(p);
         }
     }

@@ -28,6 +28,9 @@
 //! # Modules
 //!
 //! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.
+//! * [`daemon`] — `outpost daemon`: one tokio loop deciding *when* (reconcile timer, spool
+//!   watch, signals, sd_notify, metrics file); every step is a CLI pipeline function on a
+//!   blocking thread, holding the state lock for that step only.
 //! * [`config`] — `config.toml`: typed, every key defaulted but `trust.allowed_signers`.
 //! * [`host`] — the host root, name and labels: the seam tests point at a temp dir.
 //! * [`trust`] — allowed_signers and revoked keys; verifies SSHSIG signatures of bundle files
@@ -37,7 +40,8 @@
 //!   ancestry, commit signatures, the tracked ref.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
 //!   checksummed mirror file `state_dir/floor`.
-//! * [`intake`] — import and verify of bundle files and directories (a mounted stick).
+//! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
+//!   `intake::spool` decides when a dropped bundle has arrived whole.
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
 //! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
@@ -76,6 +80,7 @@ pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod host;
 pub mod intake;
 pub mod lock;

@@ -7,6 +7,7 @@ mod apply;
 mod apply_bad_input;
 mod bad_input;
 mod crash;
+mod daemon;
 mod hostile_stick;
 mod import;
 mod state;

@@ -9,6 +9,7 @@
 
 mod judge;
 mod pack;
+pub mod spool;
 mod stage;
 
 use std::path::{Path, PathBuf};
@@ -528,7 +529,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IntakeError> {
     Ok(out)
 }
 
-fn is_bundle_name(path: &Path) -> bool {
+pub(crate) fn is_bundle_name(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };

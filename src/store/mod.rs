@@ -492,6 +492,19 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many commits are marked bad, and how many times bundles were refused in all.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let bad: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM bad_commits", [], |r| r.get(0))?;
+        let refused: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(count), 0) FROM bundles WHERE verdict = 'rejected'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((to_u64(bad), to_u64(refused)))
+    }
+
     /// The committer time recorded for a judged commit.
     pub fn commit_time(&self, oid: &str) -> Result<Option<u64>, StoreError> {
         let t: Option<Option<i64>> = self

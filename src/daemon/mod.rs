@@ -1,0 +1,287 @@
+//! `outpost daemon`: the agent. One loop decides *when*; every step calls the same functions
+//! as the CLI (`intake::import`, `apply::apply`) on a blocking thread and takes the state lock
+//! for that step only, so `outpost apply`, `import` and `rollback` work beside it.
+//!
+//! The loop reacts to:
+//! * the reconcile timer (`apply.interval`): drift repair, even after months offline;
+//! * the spool directory: an inotify watch says when a file was closed after writing or moved
+//!   in, a rescan every [`RESCAN`] catches the rest (see [`crate::intake::spool`]); a new trusted
+//!   commit is applied at once;
+//! * SIGHUP: reload the config and trust policy (a broken one is reported, the old one kept);
+//! * SIGTERM / SIGINT: the current step finishes, then the daemon exits 0.
+//!
+//! Start: recovery first (an apply cycle resumes a journalled deployment), then `READY=1`.
+//! `WATCHDOG=1` is sent from the loop itself, so it stops when a step hangs; `STATUS=` carries
+//! a one-line summary after each step. With `metrics.textfile` set, the Prometheus file is
+//! rewritten after each step.
+
+pub mod metrics;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use inotify::{Inotify, WatchMask};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::apply::{self, Goal};
+use crate::config::Config;
+use crate::intake::{self, Outcome, spool::Spool};
+use crate::text::escape;
+use crate::trust::TrustPolicy;
+
+/// How often the spool is rescanned besides the inotify watch.
+pub const RESCAN: Duration = Duration::from_secs(5);
+
+/// What one step of the loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Reconcile,
+    Spool,
+}
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    policy: Arc<TrustPolicy>,
+    spool: Spool,
+    /// The last step's one-line outcome, for `STATUS=`.
+    summary: String,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config_path: &Path, config: Config, policy: TrustPolicy) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("cannot start the async runtime")?;
+    let daemon = Daemon {
+        config_path: config_path.to_owned(),
+        spool: Spool::new(config.spool_dir()),
+        config: Arc::new(config),
+        policy: Arc::new(policy),
+        summary: String::new(),
+    };
+    runtime.block_on(daemon.run())
+}
+
+impl Daemon {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        self.spool
+            .create()
+            .with_context(|| format!("cannot create the spool {}", self.spool.dir().display()))?;
+        let mut watch = watch_spool(self.spool.dir())?;
+
+        // Recovery first: an apply cycle resumes an interrupted deployment.
+        self.step(Step::Reconcile).await;
+        notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!(spool = %self.spool.dir().display(), "outpost daemon ready");
+
+        let mut reconcile = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.apply.interval,
+            self.config.apply.interval,
+        );
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rescan = tokio::time::interval(RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    self.reload();
+                    reconcile = tokio::time::interval_at(
+                        tokio::time::Instant::now() + self.config.apply.interval,
+                        self.config.apply.interval,
+                    );
+                }
+                _ = reconcile.tick() => self.step(Step::Reconcile).await,
+                _ = rescan.tick() => self.step(Step::Spool).await,
+                event = watch.next() => {
+                    match event {
+                        Some(Ok(event)) => {
+                            if let Some(name) = event.name {
+                                self.spool.saw_closed(name);
+                            }
+                            self.step(Step::Spool).await;
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "spool watch failed; rescans continue"),
+                        None => {}
+                    }
+                }
+                _ = watchdog_tick.tick() => {
+                    if watchdog.is_some() {
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("outpost daemon stopped");
+        Ok(())
+    }
+
+    /// Runs one step on a blocking thread, records its summary, and writes the metrics.
+    async fn step(&mut self, step: Step) {
+        let summary = match step {
+            Step::Reconcile => self.reconcile().await,
+            Step::Spool => match self.take_spool().await {
+                Some(summary) => summary,
+                None => return,
+            },
+        };
+        self.summary = summary;
+        notify(&[sd_notify::NotifyState::Status(&escape(&self.summary))]);
+        self.write_metrics().await;
+    }
+
+    /// One apply cycle to the newest trusted commit.
+    async fn reconcile(&self) -> String {
+        let config = self.config.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            intake::check_mirror(&config)?;
+            apply::apply(&config, Goal::Newest, None).map_err(anyhow::Error::from)
+        })
+        .await;
+        match result {
+            Ok(Ok(applied)) if applied.kind == "none" => {
+                format!("host matches {}", intake::short(&applied.commit))
+            }
+            Ok(Ok(applied)) => {
+                tracing::info!(commit = %applied.commit, kind = %applied.kind, steps = applied.steps, "deployed");
+                format!(
+                    "{} {}: {} steps",
+                    applied.kind,
+                    intake::short(&applied.commit),
+                    applied.steps
+                )
+            }
+            Ok(Err(e)) => {
+                let text = escape(&format!("{e:#}")).into_owned();
+                tracing::warn!(error = %text, "reconcile failed");
+                format!("reconcile failed: {text}")
+            }
+            Err(e) => format!("reconcile step panicked: {e}"),
+        }
+    }
+
+    /// Imports the spool's complete bundles, files them, and applies a new trusted commit at
+    /// once. `None` when nothing was ready.
+    async fn take_spool(&mut self) -> Option<String> {
+        let max = self.config.source.max_bundle_size.as_u64();
+        let (ready, pending) = self.spool.scan(Instant::now(), max);
+        if ready.is_empty() {
+            return None;
+        }
+        let (config, policy) = (self.config.clone(), self.policy.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            intake::check_mirror(&config)?;
+            intake::import(&config, &policy, &ready).map_err(anyhow::Error::from)
+        })
+        .await;
+        let reports = match result {
+            Ok(Ok(reports)) => reports,
+            Ok(Err(e)) => {
+                let text = escape(&format!("{e:#}")).into_owned();
+                tracing::warn!(error = %text, "spool import failed");
+                return Some(format!("spool import failed: {text}"));
+            }
+            Err(e) => return Some(format!("spool import panicked: {e}")),
+        };
+        let mut accepted = false;
+        for report in &reports {
+            tracing::info!(report = %report, "spool bundle judged");
+            accepted |= matches!(report.outcome, Outcome::Accepted { .. });
+            if let Err(e) = self.spool.file(report) {
+                tracing::warn!(path = %crate::text::path(&report.path), error = %e, "cannot move a judged bundle out of the spool");
+            }
+        }
+        let refused = reports.iter().filter(|r| r.outcome.is_refused()).count();
+        let taken = format!(
+            "spool: {} taken, {refused} refused, {} waiting",
+            reports.len(),
+            pending.len()
+        );
+        if accepted {
+            let applied = self.reconcile().await;
+            return Some(format!("{taken}; {applied}"));
+        }
+        Some(taken)
+    }
+
+    /// Re-reads the config and the trust policy; keeps the old ones when either is broken.
+    fn reload(&mut self) {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        let loaded = Config::load(&self.config_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                let policy = TrustPolicy::load(
+                    &config.trust.allowed_signers,
+                    config.trust.revoked_keys.as_deref(),
+                )?;
+                Ok((config, policy))
+            });
+        match loaded {
+            Ok((config, policy)) => {
+                if config.spool_dir() != self.spool.dir() {
+                    tracing::warn!("source.spool changed: restart the daemon to watch the new one");
+                }
+                self.config = Arc::new(config);
+                self.policy = Arc::new(policy);
+                tracing::info!(config = %self.config_path.display(), "config reloaded");
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %escape(&format!("{e:#}")),
+                    "the new config is broken; keeping the old one"
+                );
+            }
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    async fn write_metrics(&self) {
+        let Some(path) = self.config.metrics.textfile.clone() else {
+            return;
+        };
+        let config = self.config.clone();
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let status = crate::status::gather(&config)?;
+            let text = metrics::render(&status, metrics::Upstream::default(), crate::store::now());
+            metrics::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %escape(&format!("{e:#}")), "metrics not written");
+        }
+    }
+}
+
+/// An inotify watch on the spool for files closed after writing or moved in.
+fn watch_spool(dir: &Path) -> anyhow::Result<inotify::EventStream<Vec<u8>>> {
+    let inotify = Inotify::init().context("cannot start an inotify watch")?;
+    inotify
+        .watches()
+        .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    inotify
+        .into_event_stream(vec![0u8; 4096])
+        .context("cannot read the inotify watch")
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`); failures only log.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}

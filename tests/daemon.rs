@@ -1,0 +1,333 @@
+//! `outpost daemon` from the built binary: sd_notify on a socket the test listens on, the spool,
+//! the reconcile timer, SIGHUP and SIGTERM, the metrics file.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, Fleet, Result};
+
+const MANIFEST: &str = "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n";
+
+/// A running daemon with a `NOTIFY_SOCKET` of the test's own; SIGTERM and wait on drop.
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    /// Every notify message received so far, in order.
+    said: Vec<String>,
+    _socket_dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(fleet: &Fleet) -> Result<Self> {
+        let socket_dir = tempfile::tempdir()?;
+        let socket = socket_dir.path().join("notify");
+        let notify = UnixDatagram::bind(&socket)?;
+        notify.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let log = std::fs::File::create(fleet.path("daemon.log"))?;
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(fleet.config())
+            .args(["-v", "daemon"])
+            .current_dir(fleet.dir.path())
+            .env("NOTIFY_SOCKET", &socket)
+            .env_remove("OUTPOST_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            child,
+            notify,
+            said: Vec::new(),
+            _socket_dir: socket_dir,
+        })
+    }
+
+    /// Waits up to `limit` for a notify message with a line starting with `prefix`.
+    fn wait_for(&mut self, prefix: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        if let Some(found) = self.said.iter().find(|m| has_line(m, prefix)) {
+            return Ok(found.clone());
+        }
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.said.push(message.clone());
+                    if has_line(&message, prefix) {
+                        return Ok(message);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("the daemon exited with {status}").into());
+            }
+        }
+        Err(format!("no {prefix:?} within {limit:?}; got {:?}", self.said).into())
+    }
+
+    fn signal(&self, name: &str) -> Result {
+        let pid = self.child.id().to_string();
+        crate::support::run(Command::new("kill").args([name, &pid]))?;
+        Ok(())
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> Result<std::process::ExitStatus> {
+        self.signal("-TERM")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err("the daemon did not stop on SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has_line(message: &str, prefix: &str) -> bool {
+    message.lines().any(|l| l.starts_with(prefix))
+}
+
+/// Polls `check` until it holds or `limit` passes.
+fn eventually(limit: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check()? {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// A fleet with a config for the daemon: short timers, a metrics file.
+fn daemon_fleet() -> Result<Fleet> {
+    let fleet = Fleet::new()?;
+    // The test config puts [trust] last: its keys come first, then the daemon's sections.
+    fleet.write_config("\n[metrics]\ntextfile = \"metrics/outpost.prom\"\n")?;
+    let text = std::fs::read_to_string(fleet.config())?
+        .replace("[apply]\n", "[apply]\ninterval = \"1s\"\n");
+    std::fs::write(fleet.config(), text)?;
+    std::fs::create_dir_all(fleet.path("metrics"))?;
+    Ok(fleet)
+}
+
+fn spool(fleet: &Fleet) -> PathBuf {
+    fleet.state().join("inbox")
+}
+
+/// Commits `content` as the app config and bundles it (not imported): returns (commit, bundle).
+fn bundle_of(fleet: &Fleet, content: &str, name: &str) -> Result<(String, PathBuf)> {
+    std::fs::create_dir_all(fleet.repo().join("files"))?;
+    std::fs::write(fleet.repo().join("outpost.toml"), MANIFEST)?;
+    let commit = fleet.commit("files/app.conf", content)?;
+    Ok((commit, fleet.bundle(name, &["main"])?))
+}
+
+/// Moves `file` (and `file.sig` when `with_sig`) into `dir`, as a finished transfer would.
+fn drop_into(dir: &Path, file: &Path, with_sig: bool) -> Result {
+    let name = file.file_name().ok_or("no name")?;
+    std::fs::rename(file, dir.join(name))?;
+    if with_sig {
+        drop_sig(dir, file)?;
+    }
+    Ok(())
+}
+
+fn drop_sig(dir: &Path, file: &Path) -> Result {
+    let mut sig = file.as_os_str().to_owned();
+    sig.push(".sig");
+    let sig = PathBuf::from(sig);
+    std::fs::rename(&sig, dir.join(sig.file_name().ok_or("no name")?))?;
+    Ok(())
+}
+
+fn files_in(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn ready_after_recovery_then_a_spool_bundle_is_applied_at_once() -> Result {
+    let fleet = daemon_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let (commit, bundle) = bundle_of(&fleet, "v1\n", "site.bundle")?;
+    let dropped = Instant::now();
+    drop_into(&spool(&fleet), &bundle, true)?;
+    let applied = eventually(Duration::from_secs(20), || {
+        Ok(std::fs::read_to_string(fleet.on_host("/etc/app.conf")).is_ok_and(|c| c == "v1\n"))
+    })?;
+    assert!(applied, "the spool bundle was not applied");
+    eprintln!("spool drop to host applied: {:?}", dropped.elapsed());
+    assert_eq!(fleet.deployed()?, Some(commit));
+    // The bundle left the spool for done/, with its verdict.
+    assert!(eventually(Duration::from_secs(5), || Ok(files_in(
+        &spool(&fleet)
+    )?
+    .is_empty()))?);
+    let done = files_in(&fleet.state().join("done"))?;
+    assert_eq!(done.len(), 3, "{done:?}");
+    let verdict = done
+        .iter()
+        .find(|n| n.ends_with(".verdict"))
+        .ok_or("no verdict")?;
+    let verdict = std::fs::read_to_string(fleet.state().join("done").join(verdict))?;
+    assert!(verdict.contains("\"verdict\":\"accepted\""), "{verdict}");
+    let status = daemon.wait_for("STATUS=spool: 1 taken", Duration::from_secs(5))?;
+    assert!(status.contains("apply"), "{status}");
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn a_bundle_waits_for_its_sig_and_status_says_so() -> Result {
+    let fleet = daemon_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let (commit, bundle) = bundle_of(&fleet, "v1\n", "late.bundle")?;
+    drop_into(&spool(&fleet), &bundle, false)?;
+    // Two rescans later it is still waiting, and status shows why.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(files_in(&spool(&fleet))?, ["late.bundle"]);
+    let status = fleet.status()?;
+    assert_eq!(status["spool"][0]["waiting_for"], "its .sig");
+    let human = fleet.outpost(&["status"])?;
+    assert!(
+        human.stdout.contains("late.bundle  waiting for its .sig"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(fleet.deployed()?, None);
+    drop_sig(&spool(&fleet), &bundle)?;
+    assert!(eventually(Duration::from_secs(20), || Ok(fleet
+        .deployed()?
+        == Some(commit.clone())))?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn spool_symlinks_and_fifos_are_refused_and_filed() -> Result {
+    let fleet = daemon_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let (_, bundle) = bundle_of(&fleet, "v1\n", "real.bundle")?;
+    std::os::unix::fs::symlink(&bundle, spool(&fleet).join("link.bundle"))?;
+    crate::support::run(Command::new("mkfifo").arg(spool(&fleet).join("pipe.bundle")))?;
+    let filed = eventually(Duration::from_secs(20), || {
+        Ok(files_in(&fleet.state().join("refused"))?.len() == 4)
+    })?;
+    assert!(filed, "{:?}", files_in(&fleet.state().join("refused"))?);
+    let refused = files_in(&fleet.state().join("refused"))?;
+    assert!(
+        refused.iter().any(|n| n.ends_with("-link.bundle")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|n| n.ends_with("-pipe.bundle")),
+        "{refused:?}"
+    );
+    assert_eq!(fleet.trusted()?, None);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn drift_is_repaired_on_the_reconcile_timer_and_metrics_are_written() -> Result {
+    let fleet = daemon_fleet()?;
+    std::fs::create_dir_all(fleet.repo().join("files"))?;
+    fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "v1\n")])?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    assert_eq!(
+        std::fs::read_to_string(fleet.on_host("/etc/app.conf"))?,
+        "v1\n"
+    );
+    std::fs::write(fleet.on_host("/etc/app.conf"), "edited by hand\n")?;
+    let repaired = eventually(Duration::from_secs(15), || {
+        Ok(std::fs::read_to_string(fleet.on_host("/etc/app.conf"))? == "v1\n")
+    })?;
+    assert!(repaired, "drift was not repaired");
+    let metrics = std::fs::read_to_string(fleet.path("metrics/outpost.prom"))?;
+    let deployed = fleet.deployed()?.ok_or("nothing deployed")?;
+    assert!(
+        metrics.contains(&format!("outpost_deployed_info{{commit=\"{deployed}\",")),
+        "{metrics}"
+    );
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').ok_or("no value")?;
+        value.parse::<f64>()?;
+    }
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() -> Result {
+    let fleet = daemon_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let good = std::fs::read_to_string(fleet.config())?;
+    std::fs::write(fleet.config(), format!("{good}\nnot toml at all [[[\n"))?;
+    daemon.signal("-HUP")?;
+    daemon.wait_for("RELOADING=1", Duration::from_secs(10))?;
+    let logged = eventually(Duration::from_secs(10), || {
+        Ok(std::fs::read_to_string(fleet.path("daemon.log"))?
+            .contains("the new config is broken; keeping the old one"))
+    })?;
+    assert!(
+        logged,
+        "{}",
+        std::fs::read_to_string(fleet.path("daemon.log"))?
+    );
+    // Still working with the old config (the file is put back for the CLI's sake only: the
+    // daemon reads it on SIGHUP alone).
+    std::fs::write(fleet.config(), good)?;
+    let (commit, bundle) = bundle_of(&fleet, "v1\n", "after.bundle")?;
+    drop_into(&spool(&fleet), &bundle, true)?;
+    assert!(eventually(Duration::from_secs(20), || Ok(fleet
+        .deployed()?
+        == Some(commit.clone())))?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn the_cli_works_beside_the_daemon_and_sigterm_exits_zero() -> Result {
+    let fleet = daemon_fleet()?;
+    std::fs::create_dir_all(fleet.repo().join("files"))?;
+    fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "v1\n")])?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    for _ in 0..3 {
+        let run = fleet.outpost(&["apply"])?;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let status = daemon.stop()?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
