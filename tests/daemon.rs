@@ -331,3 +331,42 @@ fn the_cli_works_beside_the_daemon_and_sigterm_exits_zero() -> Result {
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_verify() -> Result {
+    let Ok(found) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed (.ci/run installs systemd)");
+        return Ok(());
+    };
+    assert!(found.status.success());
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/outpost.service"),
+    )?;
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "After=network-online.target",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "ExecStart=/usr/bin/outpost daemon",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    assert!(!unit.contains("Requires=network-online.target"));
+    // verify checks that ExecStart exists: point it at the built binary.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("outpost.service");
+    std::fs::write(&path, unit.replace("/usr/bin/outpost", BIN))?;
+    // The man page arrives with the package; everything else is checked.
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()?;
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
