@@ -370,3 +370,105 @@ fn the_service_unit_passes_systemd_analyze_verify() -> Result {
     );
     Ok(())
 }
+
+#[test]
+fn ready_only_after_an_interrupted_deployment_was_finished() -> Result {
+    let fleet = daemon_fleet()?;
+    std::fs::create_dir_all(fleet.repo().join("files"))?;
+    for i in 0..20 {
+        std::fs::write(
+            fleet.repo().join(format!("files/{i}.conf")),
+            format!("{i}\n"),
+        )?;
+    }
+    let manifest: String = (0..20)
+        .map(|i| format!("[[file]]\npath = \"/etc/app/{i}.conf\"\nsource = \"files/{i}.conf\"\n"))
+        .collect();
+    let commit = fleet.publish(&[("outpost.toml", &manifest)])?;
+    // A deployment that dies after five steps, as a power cut would leave it.
+    let crashed = fleet
+        .command(&["apply"])
+        .env("OUTPOST_FAULT_AFTER_STEPS", "5")
+        .output()?;
+    assert!(!crashed.status.success());
+    assert_eq!(fleet.deployed()?, None);
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    // By READY=1 the journalled deployment was finished.
+    assert_eq!(fleet.deployed()?, Some(commit));
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read_to_string(fleet.on_host(&format!("/etc/app/{i}.conf")))?,
+            format!("{i}\n")
+        );
+    }
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(") ").ok_or("no stat")?.1;
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+#[test]
+fn a_sig_that_never_arrives_costs_no_cpu() -> Result {
+    let fleet = daemon_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let (_, bundle) = bundle_of(&fleet, "v1\n", "lonely.bundle")?;
+    drop_into(&spool(&fleet), &bundle, false)?;
+    let before = cpu_seconds(daemon.child.id())?;
+    std::thread::sleep(Duration::from_secs(6));
+    let used = cpu_seconds(daemon.child.id())? - before;
+    assert!(used < 0.5, "the daemon used {used} s of CPU while waiting");
+    assert_eq!(files_in(&spool(&fleet))?, ["lonely.bundle"]);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn a_spool_file_that_grows_forever_is_refused_at_the_size_cap() -> Result {
+    let fleet = daemon_fleet()?;
+    let text = std::fs::read_to_string(fleet.config())?;
+    std::fs::write(
+        fleet.config(),
+        text.replace(
+            "[trust]\n",
+            "[source]\nmax_bundle_size = \"64KiB\"\n\n[trust]\n",
+        ),
+    )?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let grow = spool(&fleet).join("endless.bundle");
+    std::fs::write(spool(&fleet).join("endless.bundle.sig"), "x")?;
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg("while :; do head -c 4096 /dev/zero; sleep 0.05; done > \"$0\"")
+        .arg(&grow)
+        .spawn()?;
+    let refused = eventually(Duration::from_secs(30), || {
+        Ok(files_in(&fleet.state().join("refused"))?
+            .iter()
+            .any(|n| n.ends_with("-endless.bundle.verdict")))
+    });
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(refused?, "the growing file was not refused");
+    let refused = files_in(&fleet.state().join("refused"))?;
+    let verdict = refused
+        .iter()
+        .find(|n| n.ends_with(".verdict"))
+        .ok_or("no verdict")?;
+    let verdict = std::fs::read_to_string(fleet.state().join("refused").join(verdict))?;
+    assert!(
+        verdict.contains("more than source.max_bundle_size (65536 bytes)"),
+        "{verdict}"
+    );
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
