@@ -7,5 +7,6 @@ mod apply;
 mod apply_bad_input;
 mod bad_input;
 mod crash;
+mod deployment;
 mod import;
 mod state;

@@ -95,74 +95,22 @@ pub fn run(
         .collect();
     let id = store.begin_deployment(&commit, kind, &journal, &to_keep)?;
 
-    let mut written: BTreeMap<HostPath, Stat> = BTreeMap::new();
-    let mut done: BTreeSet<HostPath> = BTreeSet::new();
-    let mut dirs: BTreeSet<Option<HostPath>> = BTreeSet::new();
-    for (n, step) in plan.steps.iter().enumerate() {
-        if fault_after == Some(n) {
-            // Test hook: a crash at an exact point of the deployment.
-            std::process::abort();
-        }
-        match execute(fs, objects, store, step) {
-            Ok(stat) => {
-                if let Some(stat) = stat {
-                    written.insert(step.path.clone(), stat);
-                }
-                done.insert(step.path.clone());
-                dirs.insert(step.path.parent());
-            }
-            Err(e) => {
-                let error = format!("{}: {e}", step.path);
-                let inventory = partial_inventory(store, &desired, &done, &plan)?;
-                let finish = Finish {
-                    result: "failed",
-                    error: Some(&error),
-                    inventory: &inventory,
-                    restored: &[],
-                    events: &[],
-                    repairs: 0,
-                    describes: None,
-                    whole: true,
-                };
-                store.finish_deployment(id, &finish)?;
-                return Err(e);
-            }
-        }
-    }
-    for dir in &dirs {
-        fs.sync_dir(dir.as_ref())?;
-    }
-    let now = now_ns();
-    let inventory = inventory(&desired, &seen, &written, now);
-    let restored: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            matches!(s.action, Action::Restore)
-                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
-        })
-        .map(|s| s.path.to_string())
-        .collect();
-    let drifted = drifted(&previous, &seen);
-    let events = events(&plan, &commit, &drifted);
-    let repairs = plan
-        .steps
-        .iter()
-        .filter(|s| drifted.contains(&s.path))
-        .map(|s| &s.path)
-        .collect::<BTreeSet<_>>()
-        .len();
-    let finish = Finish {
-        result: "success",
-        error: None,
-        inventory: &inventory,
-        restored: &restored,
-        events: &events,
-        repairs: repairs as u64,
-        describes: Some((&commit, fingerprint)),
-        whole: !partial,
+    // From here on every way out goes through `finish`: the deployment ends `success` or
+    // `failed` with its error, never `running` (only a crash leaves it so).
+    let mut progress = Progress::default();
+    let result = steps(fs, objects, store, &plan, fault_after, &mut progress);
+    // The steps done are made durable even when a later one failed.
+    let result = result.and(sync_dirs(fs, &progress));
+    let ended = Ended {
+        commit: &commit,
+        fingerprint,
+        desired: &desired,
+        seen: &seen,
+        previous: &previous,
+        kept: &kept,
+        partial,
     };
-    store.finish_deployment(id, &finish)?;
+    let repairs = finish(store, id, &ended, &plan, &progress, result)?;
     Ok(Applied {
         commit,
         kind: kind.into(),
@@ -171,6 +119,177 @@ pub fn run(
         note: planned.note,
         shown,
     })
+}
+
+/// What the steps done so far did: for the inventory and the directory syncs.
+#[derive(Default)]
+struct Progress {
+    /// Paths whose step completed.
+    done: BTreeSet<HostPath>,
+    /// Stat data of the files written.
+    written: BTreeMap<HostPath, Stat>,
+    /// Paths removed: they, and everything below them, are gone.
+    removed: BTreeSet<HostPath>,
+}
+
+impl Progress {
+    /// Whether `path` or a directory above it was removed.
+    fn gone(&self, path: &HostPath) -> bool {
+        std::iter::successors(Some(path.clone()), HostPath::parent)
+            .any(|p| self.removed.contains(&p))
+    }
+
+    /// The directories whose entries changed and that still exist (`None`: the host root).
+    /// A removed directory is not flushed: its parent is, which makes the removal durable.
+    fn dirs_to_sync(&self) -> BTreeSet<Option<HostPath>> {
+        self.done
+            .iter()
+            .map(HostPath::parent)
+            .filter(|dir| dir.as_ref().is_none_or(|d| !self.gone(d)))
+            .collect()
+    }
+}
+
+/// Executes the plan's steps in order, recording each one done.
+fn steps(
+    fs: &mut HostFs,
+    objects: &ObjectStore,
+    store: &Store,
+    plan: &Plan,
+    fault_after: Option<usize>,
+    progress: &mut Progress,
+) -> Result<(), ApplyError> {
+    for (n, step) in plan.steps.iter().enumerate() {
+        if fault_after == Some(n) {
+            // Test hook: a crash at an exact point of the deployment.
+            std::process::abort();
+        }
+        match execute(fs, objects, store, step)? {
+            Done::Written(stat) => {
+                progress.written.insert(step.path.clone(), stat);
+            }
+            Done::Removed => {
+                progress.removed.insert(step.path.clone());
+            }
+            Done::Changed => {}
+        }
+        progress.done.insert(step.path.clone());
+    }
+    Ok(())
+}
+
+/// Makes the renames and removals of the deployment durable: one fsync per directory.
+fn sync_dirs(fs: &mut HostFs, progress: &Progress) -> Result<(), ApplyError> {
+    for dir in progress.dirs_to_sync() {
+        fs.sync_dir(dir.as_ref())?;
+    }
+    Ok(())
+}
+
+/// What a deployment's end is recorded against.
+struct Ended<'a> {
+    commit: &'a str,
+    fingerprint: &'a str,
+    desired: &'a [Desired],
+    seen: &'a Seen,
+    previous: &'a [InventoryRow],
+    kept: &'a BTreeSet<&'a str>,
+    partial: bool,
+}
+
+/// The one place a journalled deployment ends. After `Ok`, it is recorded a success with the
+/// new inventory and its events; returns how many drifted paths it repaired. After an error,
+/// or when recording the success fails, it is recorded failed with that error, the inventory
+/// of the steps done and their events, and the error is returned. Only when even that cannot
+/// be written does the deployment stay `running`, which the next apply treats as interrupted.
+fn finish(
+    store: &Store,
+    id: i64,
+    ended: &Ended<'_>,
+    plan: &Plan,
+    progress: &Progress,
+    result: Result<(), ApplyError>,
+) -> Result<usize, ApplyError> {
+    let restored = restored(plan, progress, ended.kept);
+    let drifted = drifted(ended.previous, ended.seen);
+    let events = events(plan, ended.commit, &drifted, &progress.done);
+    let error = match result {
+        Ok(()) => {
+            let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
+            let repairs = plan
+                .steps
+                .iter()
+                .filter(|s| drifted.contains(&s.path))
+                .map(|s| &s.path)
+                .collect::<BTreeSet<_>>()
+                .len();
+            let finish = Finish {
+                result: "success",
+                error: None,
+                inventory: &inventory,
+                restored: &restored,
+                events: &events,
+                repairs: repairs as u64,
+                describes: Some((ended.commit, ended.fingerprint)),
+                whole: !ended.partial,
+            };
+            match store.finish_deployment(id, &finish) {
+                Ok(()) => return Ok(repairs),
+                Err(e) => ApplyError::from(e),
+            }
+        }
+        Err(e) => e,
+    };
+    let message = error_chain(&error);
+    let (inventory, whole) = match partial_inventory(store, ended.desired, progress, plan) {
+        Ok(rows) => (rows, true),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "keeping the previous inventory");
+            (Vec::new(), false)
+        }
+    };
+    let finish = Finish {
+        result: "failed",
+        error: Some(&message),
+        inventory: &inventory,
+        restored: &restored,
+        events: &events,
+        repairs: 0,
+        describes: None,
+        whole,
+    };
+    if let Err(e) = store.finish_deployment(id, &finish) {
+        tracing::warn!(
+            error = %error_chain(&e),
+            "cannot record the failed deployment; the next apply treats it as interrupted"
+        );
+    }
+    Err(error)
+}
+
+/// An error with its sources, as the command line prints it.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// The originals given back by the steps done: no longer kept.
+fn restored(plan: &Plan, progress: &Progress, kept: &BTreeSet<&str>) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter(|s| progress.done.contains(&s.path))
+        .filter(|s| {
+            matches!(s.action, Action::Restore)
+                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
+        })
+        .map(|s| s.path.to_string())
+        .collect()
 }
 
 /// Refuses, before any change, a plan that writes into a read-only filesystem.
@@ -244,13 +363,23 @@ fn capture_originals(
     Ok(out)
 }
 
-/// Executes one step; a written file's stat data comes back for the inventory.
+/// What one step did.
+enum Done {
+    /// A file was written: its stat data, for the inventory.
+    Written(Stat),
+    /// The path is gone (a directory: it was empty).
+    Removed,
+    /// Anything else: created, changed, restored, or a directory left in place.
+    Changed,
+}
+
+/// Executes one step.
 fn execute(
     fs: &mut HostFs,
     objects: &ObjectStore,
     store: &Store,
     step: &Step,
-) -> Result<Option<Stat>, ApplyError> {
+) -> Result<Done, ApplyError> {
     let path = &step.path;
     match &step.action {
         Action::CreateDirectory { mode, owner, group } => {
@@ -264,7 +393,7 @@ fn execute(
             ..
         } => {
             let bytes = blob(objects, *id, path)?;
-            return Ok(Some(fs.write_file(
+            return Ok(Done::Written(fs.write_file(
                 path,
                 &bytes,
                 *mode,
@@ -275,13 +404,14 @@ fn execute(
         Action::Chown { owner, group, .. } => fs.set_owner(path, owner.uid, group.gid)?,
         Action::Symlink { target, .. } => fs.symlink(path, target)?,
         Action::Remove { .. } => {
-            if !fs.remove(path)? {
-                tracing::warn!(path = %path, "directory not empty: left in place");
+            if fs.remove(path)? {
+                return Ok(Done::Removed);
             }
+            tracing::warn!(path = %path, "directory not empty: left in place");
         }
         Action::Restore => restore(fs, store, path)?,
     }
-    Ok(None)
+    Ok(Done::Changed)
 }
 
 /// Puts back what was at `path` before outpost took it over.
@@ -335,9 +465,10 @@ fn inventory(
 fn partial_inventory(
     store: &Store,
     desired: &[Desired],
-    done: &BTreeSet<HostPath>,
+    progress: &Progress,
     plan: &Plan,
 ) -> Result<Vec<InventoryRow>, ApplyError> {
+    let done = &progress.done;
     let mut rows: BTreeMap<String, InventoryRow> = store
         .inventory()?
         .into_iter()
@@ -444,9 +575,14 @@ fn drifted(previous: &[InventoryRow], seen: &Seen) -> BTreeSet<HostPath> {
 
 /// The audit events of a deployment: drift repairs, prunes and restores, each naming the path
 /// and the commit.
-fn events(plan: &Plan, commit: &str, drifted: &BTreeSet<HostPath>) -> Vec<DeployEvent> {
+fn events(
+    plan: &Plan,
+    commit: &str,
+    drifted: &BTreeSet<HostPath>,
+    done: &BTreeSet<HostPath>,
+) -> Vec<DeployEvent> {
     let mut out = Vec::new();
-    for step in &plan.steps {
+    for step in plan.steps.iter().filter(|s| done.contains(&s.path)) {
         let (kind, what) = match (&step.reason, &step.action) {
             (_, Action::Restore) => ("restored", "original restored"),
             (Reason::Pruned, _) => ("pruned", "pruned"),

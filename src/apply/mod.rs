@@ -8,9 +8,12 @@
 //! interrupted, removes leftover temp files and converges again: every step is idempotent and
 //! every file is replaced atomically, so each managed file is entirely old or new.
 //!
-//! A step that fails stops the deployment: the steps done stay done (each is complete), the
-//! deployment is recorded failed with the error, the deployed commit stays what it was, and the
-//! next apply plans again from what is on the host. Before any change, every directory written
+//! A step that fails stops the deployment: the steps done stay done (each is complete) and
+//! are made durable, the deployment is recorded failed with the error, the deployed commit
+//! stays what it was, and the next apply plans again from what is on the host. Once journalled,
+//! a deployment ends in one place (`execute::finish`) whatever the way out, `success` or
+//! `failed` with its error; only a crash leaves it `running`. Directories removed by the
+//! deployment are not flushed, their parents are. Before any change, every directory written
 //! to is checked not to be on a read-only filesystem, so that common failure changes nothing.
 
 mod desired;

@@ -381,3 +381,40 @@ impl Drop for LockHolder {
         let _ = self.child.wait();
     }
 }
+
+impl Fleet {
+    /// `history --json`, parsed: deployments newest first.
+    pub fn history(&self) -> Result<Vec<serde_json::Value>> {
+        let run = self.outpost(&["history", "--json"])?;
+        assert_eq!(run.code, 0, "history failed: {}", run.stderr);
+        match serde_json::from_str(&run.stdout)? {
+            serde_json::Value::Array(list) => Ok(list),
+            other => Err(format!("history is not a list: {other}").into()),
+        }
+    }
+
+    /// `(kind, result, commit)` of each deployment, oldest first.
+    pub fn deployments(&self) -> Result<Vec<(String, String, String)>> {
+        let field = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or_default().to_owned();
+        let mut out: Vec<_> = self
+            .history()?
+            .iter()
+            .map(|d| (field(d, "kind"), field(d, "result"), field(d, "commit")))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Runs `args`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Result<Run> {
+        let run = self.outpost(args)?;
+        if run.code != 0 {
+            return Err(format!(
+                "outpost {args:?} exited {}: {}{}",
+                run.code, run.stdout, run.stderr
+            )
+            .into());
+        }
+        Ok(run)
+    }
+}
