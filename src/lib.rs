@@ -60,7 +60,11 @@
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
 //! * A deployment is journalled before its first host change; every file is replaced
-//!   atomically, so after a crash each managed file is entirely old or new.
+//!   atomically, so after a crash each managed file is entirely old or new. A journalled
+//!   deployment ends `success` or `failed` with its error; one a crash cut short is resumed,
+//!   to its own target and as its own kind, before anything else.
+//! * A commit marked bad (the one a rollback left) is never deployed again by `apply`; the
+//!   mark is written with the rollback's journal.
 
 pub mod apply;
 pub mod bundle;

@@ -278,7 +278,11 @@ impl fmt::Display for HistoryEntry {
             writeln!(f, "      error: {error}")?;
         }
         for e in &self.events {
-            writeln!(f, "      {}: {}", e.kind, e.path)?;
+            match e.kind.as_str() {
+                // The deployment chain reads best as a sentence.
+                "rolled-back" | "resumed" => writeln!(f, "      {}", e.message)?,
+                _ => writeln!(f, "      {}: {}", e.kind, e.path)?,
+            }
         }
         Ok(())
     }

@@ -9,4 +9,6 @@ mod bad_input;
 mod crash;
 mod deployment;
 mod import;
+mod recovery;
+mod rollback;
 mod state;

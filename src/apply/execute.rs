@@ -6,17 +6,15 @@ use gix::ObjectId;
 
 use super::fs::{HostFs, Kind, Stat};
 use super::observe::{self, Seen};
-use super::{Applied, ApplyError, Cycle, Goal, now_ns};
+use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{DeployEvent, Finish, InventoryRow, Original, Store};
+use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Original, Store};
 
-/// Finishes what an interrupted deployment left: its temp files go, it is marked interrupted.
-pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
-    let Some((_, commit, paths)) = store.interrupted_deployment()? else {
-        return Ok(());
-    };
+/// Removes the temp files an interrupted deployment may have left beside the paths it
+/// journalled; returns how many.
+pub fn remove_temp_files(fs: &mut HostFs, paths: &[String]) -> usize {
     let dirs: BTreeSet<HostPath> = paths
         .iter()
         .filter_map(|p| HostPath::parse(p).ok()?.parent())
@@ -28,12 +26,19 @@ pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
             Err(e) => tracing::debug!(dir = %dir, error = %e, "no temp files removed"),
         }
     }
-    let message = format!(
-        "the deployment of {commit} was interrupted; {removed} temp files removed, converging again"
-    );
-    tracing::warn!("{message}");
-    store.mark_interrupted(&message)?;
-    Ok(())
+    removed
+}
+
+/// What a deployment is, besides its plan.
+pub struct Intent<'a> {
+    /// `apply`, `repair` or `rollback`.
+    pub kind: &'a str,
+    /// The interrupted deployment it resumes (id, message).
+    pub resumes: Option<(i64, &'a str)>,
+    /// The commit a rollback leaves: marked bad with the journal.
+    pub leaves: Option<&'a str>,
+    /// Test hook: abort after this many steps.
+    pub fault_after: Option<usize>,
 }
 
 /// The bytes of a blob from the object store.
@@ -55,9 +60,8 @@ pub fn run(
     objects: &ObjectStore,
     fs: &mut HostFs,
     cycle: Cycle,
-    goal: Goal,
+    intent: &Intent<'_>,
     fingerprint: &str,
-    fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let Cycle {
         planned,
@@ -70,14 +74,10 @@ pub fn run(
     } = cycle;
     let commit = planned.commit.to_string();
     let same = planned.deployed.as_deref() == Some(commit.as_str());
-    let kind = match goal {
-        Goal::Rollback => "rollback",
-        Goal::Newest if same => "repair",
-        Goal::Newest => "apply",
-    };
+    let kind = intent.kind;
     let plan = planned.plan;
     let shown = plan.to_string();
-    if plan.is_empty() && same {
+    if plan.is_empty() && same && intent.resumes.is_none() {
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
@@ -88,17 +88,45 @@ pub fn run(
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
-    let journal: Vec<(String, String)> = plan
+    let journal: Vec<JournalStep> = plan
         .steps
         .iter()
-        .map(|s| (s.path.to_string(), s.to_string()))
+        .map(|s| JournalStep {
+            path: s.path.to_string(),
+            step: s.to_string(),
+            touches: !matches!(s.action, Action::Remove { .. } | Action::Restore),
+        })
         .collect();
-    let id = store.begin_deployment(&commit, kind, &journal, &to_keep)?;
+    let bad_reason = format!("rolled back to {commit}");
+    let mut begun = Vec::new();
+    if let Some(left) = intent.leaves {
+        begun.push(DeployEvent {
+            kind: "rolled-back",
+            path: left.to_owned(),
+            message: format!("rolled back from {left} to {commit}; {left} is marked bad"),
+        });
+    }
+    if let Some((resumed, _)) = intent.resumes {
+        begun.push(DeployEvent {
+            kind: "resumed",
+            path: commit.clone(),
+            message: format!("resumes deployment #{resumed}, interrupted"),
+        });
+    }
+    let id = store.begin_deployment(&Begin {
+        commit: &commit,
+        kind,
+        steps: &journal,
+        originals: &to_keep,
+        resumes: intent.resumes,
+        bad: intent.leaves.map(|left| (left, bad_reason.as_str())),
+        events: &begun,
+    })?;
 
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
     let mut progress = Progress::default();
-    let result = steps(fs, objects, store, &plan, fault_after, &mut progress);
+    let result = steps(fs, objects, store, &plan, intent.fault_after, &mut progress);
     // The steps done are made durable even when a later one failed.
     let result = result.and(sync_dirs(fs, &progress));
     let ended = Ended {
@@ -118,6 +146,7 @@ pub fn run(
         repairs,
         note: planned.note,
         shown,
+        resumed: None,
     })
 }
 
@@ -268,7 +297,7 @@ fn finish(
 }
 
 /// An error with its sources, as the command line prints it.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

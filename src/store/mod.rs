@@ -8,7 +8,10 @@
 mod deploy;
 pub mod floor;
 
-pub use deploy::{DeployEvent, Deployment, Finish, InventoryRow, Original, StatCache};
+pub use deploy::{
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
+    StatCache,
+};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -69,6 +72,7 @@ const MIGRATIONS: &[M] = &[
     );",
     ),
     M::up(deploy::MIGRATION),
+    M::up(deploy::JOURNAL_TOUCHES),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -664,7 +668,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 2)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 3)"),
             "{msg}"
         );
         Ok(())
