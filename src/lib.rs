@@ -35,7 +35,8 @@
 //! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
 //!   ancestry, commit signatures, the tracked ref.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
-//!   checksummed mirror file `state_dir/floor`.
+//!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
+//!   the originals; the private state dir.
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick).
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
@@ -63,6 +64,11 @@
 //!   atomically, so after a crash each managed file is entirely old or new. A journalled
 //!   deployment ends `success` or `failed` with its error; one a crash cut short is resumed,
 //!   to its own target and as its own kind, before anything else.
+//! * The state dir is 0700 and its files 0600 (looser ones are tightened, with a log line):
+//!   it holds the originals of taken-over files, which may be secrets. Originals given back
+//!   are zeroed in the database (`secure_delete`) and the write-ahead log is truncated.
+//! * `plan` never shows the content of a file that is not world-readable (desired or on the
+//!   host) or matches `apply.redact`, and escapes control characters from the host.
 //! * A commit marked bad (the one a rollback left) is never deployed again by `apply`; the
 //!   mark is written with the rollback's journal.
 

@@ -11,4 +11,5 @@ mod deployment;
 mod import;
 mod recovery;
 mod rollback;
+mod secrets;
 mod state;

@@ -156,7 +156,7 @@ pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
         },
     };
     let cycle = Cycle::prepare(config, &store, &objects, &mut fs, target)?;
-    let texts = cycle.texts(&objects, &mut fs)?;
+    let texts = cycle.texts(&objects, &mut fs, &config.apply.redact)?;
     Ok((cycle.planned, texts))
 }
 
@@ -509,13 +509,28 @@ impl Cycle {
         })
     }
 
-    /// Old and new bytes of the files the plan rewrites, for the diff.
-    fn texts(&self, objects: &ObjectStore, fs: &mut HostFs) -> Result<Texts, ApplyError> {
+    /// Old and new bytes of the files the plan rewrites, for the diff. Secrets are not read:
+    /// files that are not world-readable (on the host or as desired), and paths matching
+    /// `redact` globs.
+    fn texts(
+        &self,
+        objects: &ObjectStore,
+        fs: &mut HostFs,
+        redact: &[String],
+    ) -> Result<Texts, ApplyError> {
         let mut texts = Texts::new();
-        for (path, blob) in self.planned.plan.rewrites() {
+        for (path, blob, secret) in self.planned.plan.rewrites() {
+            if secret {
+                continue;
+            }
+            if redacted(path, redact) {
+                texts.insert(path.clone(), plan::Text::Redacted);
+                continue;
+            }
             let new = execute::blob(objects, blob, path)?;
-            let old = fs.read(path, observe::MAX_HASHED).ok();
-            texts.insert(path.clone(), (old, new));
+            // Bounded: only files small enough to diff are read.
+            let old = fs.read(path, plan::MAX_DIFF_BYTES as u64).ok();
+            texts.insert(path.clone(), plan::Text::Bytes(old, new));
         }
         Ok(texts)
     }
@@ -608,6 +623,19 @@ fn with_touched(
     }));
     rows.sort_by(|a, b| a.path.cmp(&b.path));
     rows
+}
+
+/// Whether `path` matches one of the `apply.redact` globs (`*` stays within a component, `**`
+/// crosses them).
+fn redacted(path: &HostPath, globs: &[String]) -> bool {
+    let bytes = path.as_path().as_os_str().as_encoded_bytes();
+    globs.iter().any(|g| {
+        gix::glob::wildmatch(
+            g.as_bytes().into(),
+            bytes.into(),
+            gix::glob::wildmatch::Mode::NO_MATCH_SLASH_LITERAL,
+        )
+    })
 }
 
 /// Sizes of tree files are looked up only for the files that are written.

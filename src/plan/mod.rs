@@ -38,7 +38,7 @@ use std::path::PathBuf;
 
 use crate::manifest::{Group, HostPath, Owner};
 
-pub use display::{Stat, Texts, WithDiffs};
+pub use display::{MAX_DIFF_BYTES, Stat, Text, Texts, WithDiffs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {

@@ -369,6 +369,18 @@ impl Store {
         }
         insert_events(&tx, finish.events, id)?;
         tx.commit()?;
+        if !finish.restored.is_empty() {
+            // The originals given back were zeroed in the database (secure_delete); the
+            // write-ahead log still holds them until it is checkpointed and truncated.
+            let checkpoint = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                });
+            if !matches!(checkpoint, Ok(0)) {
+                tracing::warn!(?checkpoint, "the write-ahead log was not truncated");
+            }
+        }
         Ok(())
     }
 
