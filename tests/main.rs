@@ -3,6 +3,7 @@
 
 mod support;
 
+mod absent;
 mod apply;
 mod apply_bad_input;
 mod bad_input;

@@ -239,7 +239,7 @@ fn finish(
     progress: &Progress,
     result: Result<(), ApplyError>,
 ) -> Result<usize, ApplyError> {
-    let restored = restored(plan, progress, ended.kept);
+    let restored = restored(plan, progress, ended, result.is_err());
     let drifted = drifted(ended.previous, ended.seen);
     let events = events(plan, ended.commit, &drifted, &progress.done);
     let error = match result {
@@ -308,17 +308,35 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     out
 }
 
-/// The originals given back by the steps done: no longer kept.
-fn restored(plan: &Plan, progress: &Progress, kept: &BTreeSet<&str>) -> Vec<String> {
-    plan.steps
+/// The originals no longer kept: those given back by the steps done, and those of paths now
+/// `absent` or below one (absent means gone: dropping the entry later restores nothing).
+fn restored(plan: &Plan, progress: &Progress, ended: &Ended<'_>, failed: bool) -> Vec<String> {
+    let kept = ended.kept;
+    let mut out: BTreeSet<String> = plan
+        .steps
         .iter()
         .filter(|s| progress.done.contains(&s.path))
         .filter(|s| {
             matches!(s.action, Action::Restore)
-                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
+                || (matches!(s.reason, Reason::Pruned | Reason::Absent)
+                    && kept.contains(s.path.to_string().as_str()))
         })
         .map(|s| s.path.to_string())
-        .collect()
+        .collect();
+    let absent: Vec<&HostPath> = ended
+        .desired
+        .iter()
+        .filter(|d| d.kind == DesiredKind::Absent)
+        .map(|d| &d.path)
+        .collect();
+    for path in kept.iter().filter_map(|k| HostPath::parse(k).ok()) {
+        let gone = absent.iter().any(|a| path == **a || path.is_below(a));
+        // A failed deployment may not have got to it: it is on the host still.
+        if gone && (progress.done.contains(&path) || !failed) {
+            out.insert(path.to_string());
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Refuses, before any change, a plan that writes into a read-only filesystem.
@@ -347,9 +365,10 @@ fn capture_originals(
 ) -> Result<Vec<Original>, ApplyError> {
     let mut out: Vec<Original> = Vec::new();
     for step in &plan.steps {
+        // `absent` means gone: what it removes is not kept (nor read).
         if matches!(
             step.reason,
-            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned
+            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
         ) || managed.contains(&step.path)
             || kept.contains(step.path.to_string().as_str())
             || out.last().is_some_and(|o| o.path == step.path.to_string())

@@ -12,6 +12,9 @@
 //! deployment completes, every path an unfinished one created or changed counts as managed, so
 //! a newer commit prunes what it created and restores what it took over.
 //!
+//! Originals are kept of the paths a deployment takes over (writes, chmods, chowns), never of
+//! what `absent` removes: absent means gone, and a dropped absent entry restores nothing.
+//!
 //! Where a cycle goes: the newest trusted commit, unless it is marked bad; then the newest
 //! successful deployment of a commit that is not. A rollback goes to the newest successful
 //! deployment older than the current one whose commit is neither the current one nor bad, and
