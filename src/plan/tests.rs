@@ -472,3 +472,15 @@ fn control_characters_from_the_host_are_escaped() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn absent_below_a_symlink_is_refused() {
+    let observed = observation(&[("/opt/x", Observed::Symlink { target: "/".into() })]);
+    let err = make(&[other("/opt/x/y/z", DesiredKind::Absent)], &observed, &[])
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot check that /opt/x/y/z is absent: /opt/x is a symlink, which outpost never follows; remove the symlink or change the manifest"
+    );
+}
