@@ -240,6 +240,15 @@ fn run_plan(config: &Config, stat: bool) -> Result<ExitCode, Failure> {
 fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
     let fault = std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok());
     let applied = apply::apply(config, goal, fault).map_err(apply_failure)?;
+    if let Some(resumed) = &applied.resumed {
+        say(&format!(
+            "{}resumed the interrupted {} of {}: {}\n",
+            resumed.shown,
+            resumed.kind,
+            resumed.commit,
+            crate::status::count(resumed.steps as u64, "step")
+        ));
+    }
     if let Some(note) = &applied.note {
         eprintln!("outpost: {note}");
     }

@@ -117,6 +117,10 @@ pub struct ApplyConfig {
     /// running outpost (rootless test and demo hosts).
     #[serde(default = "default_true")]
     pub set_owner: bool,
+    /// Globs of host paths whose content `plan` never shows (besides every file that is not
+    /// world-readable).
+    #[serde(default = "default_redact")]
+    pub redact: Vec<String>,
 }
 
 fn default_root() -> PathBuf {
@@ -139,6 +143,17 @@ fn default_max_object_size() -> ByteSize {
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(365 * 86_400)
+}
+fn default_redact() -> Vec<String> {
+    [
+        "/etc/shadow*",
+        "/etc/gshadow*",
+        "/etc/ssh/ssh_host_*_key",
+        "/etc/ssl/private/**",
+        "**/*.key",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 fn default_apply_interval() -> Duration {
     Duration::from_secs(15 * 60)
@@ -191,6 +206,7 @@ impl Default for ApplyConfig {
             allowed_paths: default_allowed_paths(),
             health_timeout: default_health_timeout(),
             set_owner: true,
+            redact: default_redact(),
         }
     }
 }

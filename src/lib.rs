@@ -39,7 +39,8 @@
 //! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
 //!   ancestry, commit signatures, the tracked ref.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
-//!   checksummed mirror file `state_dir/floor`.
+//!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
+//!   the originals; the private state dir.
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
 //!   `intake::spool` decides when a dropped bundle has arrived whole.
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
@@ -74,7 +75,16 @@
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
 //! * A deployment is journalled before its first host change; every file is replaced
-//!   atomically, so after a crash each managed file is entirely old or new.
+//!   atomically, so after a crash each managed file is entirely old or new. A journalled
+//!   deployment ends `success` or `failed` with its error; one a crash cut short is resumed,
+//!   to its own target and as its own kind, before anything else.
+//! * The state dir is 0700 and its files 0600 (looser ones are tightened, with a log line):
+//!   it holds the originals of taken-over files, which may be secrets. Originals given back
+//!   are zeroed in the database (`secure_delete`) and the write-ahead log is truncated.
+//! * `plan` never shows the content of a file that is not world-readable (desired or on the
+//!   host) or matches `apply.redact`, and escapes control characters from the host.
+//! * A commit marked bad (the one a rollback left) is never deployed again by `apply`; the
+//!   mark is written with the rollback's journal.
 
 pub mod apply;
 pub mod bundle;

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ pub enum LockError {
     },
     #[error("cannot lock {path}")]
     Lock { path: PathBuf, source: Errno },
+    #[error(transparent)]
+    StateDir(#[from] crate::store::StoreError),
     #[error(
         "another outpost process (pid {holder}) holds {path}; wait for it to finish or stop it"
     )]
@@ -37,6 +40,7 @@ pub struct StateLock {
 
 /// Takes the lock, waiting up to `wait` for another holder.
 pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock, LockError> {
+    crate::store::prepare_state_dir(state_dir)?;
     let path = state_dir.join("lock");
     let open = || {
         std::fs::OpenOptions::new()
@@ -44,6 +48,7 @@ pub fn acquire(state_dir: &Path, wait: Duration) -> Result<StateLock, LockError>
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| LockError::Open {
                 path: path.clone(),

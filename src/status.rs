@@ -321,7 +321,11 @@ impl fmt::Display for HistoryEntry {
             writeln!(f, "      error: {}", Escaped(error))?;
         }
         for e in &self.events {
-            writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?;
+            match e.kind.as_str() {
+                // The deployment chain reads best as a sentence.
+                "rolled-back" | "resumed" => writeln!(f, "      {}", Escaped(&e.message))?,
+                _ => writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?,
+            }
         }
         Ok(())
     }

@@ -295,3 +295,50 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+#[test]
+fn owner_is_the_no_change_id() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = format!("{}owner = 4294967295\n", file_at("/etc/x"));
+    let error = "outpost.toml: file #1 (/etc/x): owner 4294967295 is the \"no change\" id (-1), which cannot own a path; give a real uid";
+    assert_refused(&fleet, &deployed, &[("outpost.toml", &manifest)], error)
+}
+
+#[test]
+fn group_is_the_no_change_id() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = format!("{}group = \"4294967295\"\n", file_at("/etc/x"));
+    let error = "outpost.toml: file #1 (/etc/x): group 4294967295 is the \"no change\" id (-1), which cannot own a path; give a real gid";
+    assert_refused(&fleet, &deployed, &[("outpost.toml", &manifest)], error)
+}
+
+#[test]
+fn setuid_mode_in_a_tree_names_what_to_do() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\nmode = \"04755\"\n";
+    let error = "outpost.toml: tree #1 (/opt/t): mode \"04755\" sets setuid/setgid, which a tree never gives its files; declare such a file in a [[file]] entry with allow_setid = true";
+    assert_refused(
+        &fleet,
+        &deployed,
+        &[("outpost.toml", manifest), ("t/bin", "#!/bin/sh\n")],
+        error,
+    )
+}
+
+#[test]
+fn absent_below_a_symlinked_directory() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let outside = fleet.path("outside");
+    std::fs::create_dir_all(outside.join("y"))?;
+    std::os::unix::fs::symlink(&outside, fleet.on_host("/etc/x"))?;
+    let commit = fleet.publish(&[("outpost.toml", "[[absent]]\npath = \"/etc/x/y\"\n")])?;
+    let expected = format!(
+        "outpost: error: cannot plan commit {commit}: cannot check that /etc/x/y is absent: /etc/x is a symlink, which outpost never follows; remove the symlink or change the manifest"
+    );
+    assert_unchanged_after_apply(&fleet, &deployed, &expected, 2)?;
+    assert!(
+        outside.join("y").is_dir(),
+        "nothing outside the root is touched"
+    );
+    Ok(())
+}

@@ -3,13 +3,18 @@
 
 mod support;
 
+mod absent;
 mod apply;
 mod apply_bad_input;
 mod bad_input;
 mod crash;
 mod daemon;
+mod deployment;
 mod hostile_stick;
 mod import;
+mod recovery;
+mod rollback;
+mod secrets;
 mod state;
 mod stock_bundles;
 mod time_floor;

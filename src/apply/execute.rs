@@ -6,17 +6,15 @@ use gix::ObjectId;
 
 use super::fs::{HostFs, Kind, Stat};
 use super::observe::{self, Seen};
-use super::{Applied, ApplyError, Cycle, Goal, now_ns};
+use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{DeployEvent, Finish, InventoryRow, Original, Store};
+use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Original, Store};
 
-/// Finishes what an interrupted deployment left: its temp files go, it is marked interrupted.
-pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
-    let Some((_, commit, paths)) = store.interrupted_deployment()? else {
-        return Ok(());
-    };
+/// Removes the temp files an interrupted deployment may have left beside the paths it
+/// journalled; returns how many.
+pub fn remove_temp_files(fs: &mut HostFs, paths: &[String]) -> usize {
     let dirs: BTreeSet<HostPath> = paths
         .iter()
         .filter_map(|p| HostPath::parse(p).ok()?.parent())
@@ -28,12 +26,19 @@ pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
             Err(e) => tracing::debug!(dir = %dir, error = %e, "no temp files removed"),
         }
     }
-    let message = format!(
-        "the deployment of {commit} was interrupted; {removed} temp files removed, converging again"
-    );
-    tracing::warn!("{message}");
-    store.mark_interrupted(&message)?;
-    Ok(())
+    removed
+}
+
+/// What a deployment is, besides its plan.
+pub struct Intent<'a> {
+    /// `apply`, `repair` or `rollback`.
+    pub kind: &'a str,
+    /// The interrupted deployment it resumes (id, message).
+    pub resumes: Option<(i64, &'a str)>,
+    /// The commit a rollback leaves: marked bad with the journal.
+    pub leaves: Option<&'a str>,
+    /// Test hook: abort after this many steps.
+    pub fault_after: Option<usize>,
 }
 
 /// The bytes of a blob from the object store.
@@ -55,9 +60,8 @@ pub fn run(
     objects: &ObjectStore,
     fs: &mut HostFs,
     cycle: Cycle,
-    goal: Goal,
+    intent: &Intent<'_>,
     fingerprint: &str,
-    fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let Cycle {
         planned,
@@ -70,14 +74,10 @@ pub fn run(
     } = cycle;
     let commit = planned.commit.to_string();
     let same = planned.deployed.as_deref() == Some(commit.as_str());
-    let kind = match goal {
-        Goal::Rollback => "rollback",
-        Goal::Newest if same => "repair",
-        Goal::Newest => "apply",
-    };
+    let kind = intent.kind;
     let plan = planned.plan;
     let shown = plan.to_string();
-    if plan.is_empty() && same {
+    if plan.is_empty() && same && intent.resumes.is_none() {
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
@@ -88,81 +88,57 @@ pub fn run(
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
-    let journal: Vec<(String, String)> = plan
+    let journal: Vec<JournalStep> = plan
         .steps
         .iter()
-        .map(|s| (s.path.to_string(), s.to_string()))
-        .collect();
-    let id = store.begin_deployment(&commit, kind, &journal, &to_keep)?;
-
-    let mut written: BTreeMap<HostPath, Stat> = BTreeMap::new();
-    let mut done: BTreeSet<HostPath> = BTreeSet::new();
-    let mut dirs: BTreeSet<Option<HostPath>> = BTreeSet::new();
-    for (n, step) in plan.steps.iter().enumerate() {
-        if fault_after == Some(n) {
-            // Test hook: a crash at an exact point of the deployment.
-            std::process::abort();
-        }
-        match execute(fs, objects, store, step) {
-            Ok(stat) => {
-                if let Some(stat) = stat {
-                    written.insert(step.path.clone(), stat);
-                }
-                done.insert(step.path.clone());
-                dirs.insert(step.path.parent());
-            }
-            Err(e) => {
-                let error = format!("{}: {e}", step.path);
-                let inventory = partial_inventory(store, &desired, &done, &plan)?;
-                let finish = Finish {
-                    result: "failed",
-                    error: Some(&error),
-                    inventory: &inventory,
-                    restored: &[],
-                    events: &[],
-                    repairs: 0,
-                    describes: None,
-                    whole: true,
-                };
-                store.finish_deployment(id, &finish)?;
-                return Err(e);
-            }
-        }
-    }
-    for dir in &dirs {
-        fs.sync_dir(dir.as_ref())?;
-    }
-    let now = now_ns();
-    let inventory = inventory(&desired, &seen, &written, now);
-    let restored: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            matches!(s.action, Action::Restore)
-                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
+        .map(|s| JournalStep {
+            path: s.path.to_string(),
+            step: s.to_string(),
+            touches: !matches!(s.action, Action::Remove { .. } | Action::Restore),
         })
-        .map(|s| s.path.to_string())
         .collect();
-    let drifted = drifted(&previous, &seen);
-    let events = events(&plan, &commit, &drifted);
-    let repairs = plan
-        .steps
-        .iter()
-        .filter(|s| drifted.contains(&s.path))
-        .map(|s| &s.path)
-        .collect::<BTreeSet<_>>()
-        .len();
-    let finish = Finish {
-        result: "success",
-        error: None,
-        inventory: &inventory,
-        restored: &restored,
-        events: &events,
-        repairs: repairs as u64,
-        describes: Some((&commit, fingerprint)),
-        whole: !partial,
+    let bad_reason = format!("rolled back to {commit}");
+    let mut begun = Vec::new();
+    if let Some(left) = intent.leaves {
+        begun.push(DeployEvent {
+            kind: "rolled-back",
+            path: left.to_owned(),
+            message: format!("rolled back from {left} to {commit}; {left} is marked bad"),
+        });
+    }
+    if let Some((resumed, _)) = intent.resumes {
+        begun.push(DeployEvent {
+            kind: "resumed",
+            path: commit.clone(),
+            message: format!("resumes deployment #{resumed}, interrupted"),
+        });
+    }
+    let id = store.begin_deployment(&Begin {
+        commit: &commit,
+        kind,
+        steps: &journal,
+        originals: &to_keep,
+        resumes: intent.resumes,
+        bad: intent.leaves.map(|left| (left, bad_reason.as_str())),
+        events: &begun,
+    })?;
+
+    // From here on every way out goes through `finish`: the deployment ends `success` or
+    // `failed` with its error, never `running` (only a crash leaves it so).
+    let mut progress = Progress::default();
+    let result = steps(fs, objects, store, &plan, intent.fault_after, &mut progress);
+    // The steps done are made durable even when a later one failed.
+    let result = result.and(sync_dirs(fs, &progress));
+    let ended = Ended {
+        commit: &commit,
+        fingerprint,
+        desired: &desired,
+        seen: &seen,
+        previous: &previous,
+        kept: &kept,
+        partial,
     };
-    store.finish_deployment(id, &finish)?;
+    let repairs = finish(store, id, &ended, &plan, &progress, result)?;
     Ok(Applied {
         commit,
         kind: kind.into(),
@@ -170,7 +146,197 @@ pub fn run(
         repairs,
         note: planned.note,
         shown,
+        resumed: None,
     })
+}
+
+/// What the steps done so far did: for the inventory and the directory syncs.
+#[derive(Default)]
+struct Progress {
+    /// Paths whose step completed.
+    done: BTreeSet<HostPath>,
+    /// Stat data of the files written.
+    written: BTreeMap<HostPath, Stat>,
+    /// Paths removed: they, and everything below them, are gone.
+    removed: BTreeSet<HostPath>,
+}
+
+impl Progress {
+    /// Whether `path` or a directory above it was removed.
+    fn gone(&self, path: &HostPath) -> bool {
+        std::iter::successors(Some(path.clone()), HostPath::parent)
+            .any(|p| self.removed.contains(&p))
+    }
+
+    /// The directories whose entries changed and that still exist (`None`: the host root).
+    /// A removed directory is not flushed: its parent is, which makes the removal durable.
+    fn dirs_to_sync(&self) -> BTreeSet<Option<HostPath>> {
+        self.done
+            .iter()
+            .map(HostPath::parent)
+            .filter(|dir| dir.as_ref().is_none_or(|d| !self.gone(d)))
+            .collect()
+    }
+}
+
+/// Executes the plan's steps in order, recording each one done.
+fn steps(
+    fs: &mut HostFs,
+    objects: &ObjectStore,
+    store: &Store,
+    plan: &Plan,
+    fault_after: Option<usize>,
+    progress: &mut Progress,
+) -> Result<(), ApplyError> {
+    for (n, step) in plan.steps.iter().enumerate() {
+        if fault_after == Some(n) {
+            // Test hook: a crash at an exact point of the deployment.
+            std::process::abort();
+        }
+        match execute(fs, objects, store, step)? {
+            Done::Written(stat) => {
+                progress.written.insert(step.path.clone(), stat);
+            }
+            Done::Removed => {
+                progress.removed.insert(step.path.clone());
+            }
+            Done::Changed => {}
+        }
+        progress.done.insert(step.path.clone());
+    }
+    Ok(())
+}
+
+/// Makes the renames and removals of the deployment durable: one fsync per directory.
+fn sync_dirs(fs: &mut HostFs, progress: &Progress) -> Result<(), ApplyError> {
+    for dir in progress.dirs_to_sync() {
+        fs.sync_dir(dir.as_ref())?;
+    }
+    Ok(())
+}
+
+/// What a deployment's end is recorded against.
+struct Ended<'a> {
+    commit: &'a str,
+    fingerprint: &'a str,
+    desired: &'a [Desired],
+    seen: &'a Seen,
+    previous: &'a [InventoryRow],
+    kept: &'a BTreeSet<&'a str>,
+    partial: bool,
+}
+
+/// The one place a journalled deployment ends. After `Ok`, it is recorded a success with the
+/// new inventory and its events; returns how many drifted paths it repaired. After an error,
+/// or when recording the success fails, it is recorded failed with that error, the inventory
+/// of the steps done and their events, and the error is returned. Only when even that cannot
+/// be written does the deployment stay `running`, which the next apply treats as interrupted.
+fn finish(
+    store: &Store,
+    id: i64,
+    ended: &Ended<'_>,
+    plan: &Plan,
+    progress: &Progress,
+    result: Result<(), ApplyError>,
+) -> Result<usize, ApplyError> {
+    let restored = restored(plan, progress, ended, result.is_err());
+    let drifted = drifted(ended.previous, ended.seen);
+    let events = events(plan, ended.commit, &drifted, &progress.done);
+    let error = match result {
+        Ok(()) => {
+            let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
+            let repairs = plan
+                .steps
+                .iter()
+                .filter(|s| drifted.contains(&s.path))
+                .map(|s| &s.path)
+                .collect::<BTreeSet<_>>()
+                .len();
+            let finish = Finish {
+                result: "success",
+                error: None,
+                inventory: &inventory,
+                restored: &restored,
+                events: &events,
+                repairs: repairs as u64,
+                describes: Some((ended.commit, ended.fingerprint)),
+                whole: !ended.partial,
+            };
+            match store.finish_deployment(id, &finish) {
+                Ok(()) => return Ok(repairs),
+                Err(e) => ApplyError::from(e),
+            }
+        }
+        Err(e) => e,
+    };
+    let message = error_chain(&error);
+    let (inventory, whole) = match partial_inventory(store, ended.desired, progress, plan) {
+        Ok(rows) => (rows, true),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "keeping the previous inventory");
+            (Vec::new(), false)
+        }
+    };
+    let finish = Finish {
+        result: "failed",
+        error: Some(&message),
+        inventory: &inventory,
+        restored: &restored,
+        events: &events,
+        repairs: 0,
+        describes: None,
+        whole,
+    };
+    if let Err(e) = store.finish_deployment(id, &finish) {
+        tracing::warn!(
+            error = %error_chain(&e),
+            "cannot record the failed deployment; the next apply treats it as interrupted"
+        );
+    }
+    Err(error)
+}
+
+/// An error with its sources, as the command line prints it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// The originals no longer kept: those given back by the steps done, and those of paths now
+/// `absent` or below one (absent means gone: dropping the entry later restores nothing).
+fn restored(plan: &Plan, progress: &Progress, ended: &Ended<'_>, failed: bool) -> Vec<String> {
+    let kept = ended.kept;
+    let mut out: BTreeSet<String> = plan
+        .steps
+        .iter()
+        .filter(|s| progress.done.contains(&s.path))
+        .filter(|s| {
+            matches!(s.action, Action::Restore)
+                || (matches!(s.reason, Reason::Pruned | Reason::Absent)
+                    && kept.contains(s.path.to_string().as_str()))
+        })
+        .map(|s| s.path.to_string())
+        .collect();
+    let absent: Vec<&HostPath> = ended
+        .desired
+        .iter()
+        .filter(|d| d.kind == DesiredKind::Absent)
+        .map(|d| &d.path)
+        .collect();
+    for path in kept.iter().filter_map(|k| HostPath::parse(k).ok()) {
+        let gone = absent.iter().any(|a| path == **a || path.is_below(a));
+        // A failed deployment may not have got to it: it is on the host still.
+        if gone && (progress.done.contains(&path) || !failed) {
+            out.insert(path.to_string());
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Refuses, before any change, a plan that writes into a read-only filesystem.
@@ -199,9 +365,10 @@ fn capture_originals(
 ) -> Result<Vec<Original>, ApplyError> {
     let mut out: Vec<Original> = Vec::new();
     for step in &plan.steps {
+        // `absent` means gone: what it removes is not kept (nor read).
         if matches!(
             step.reason,
-            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned
+            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
         ) || managed.contains(&step.path)
             || kept.contains(step.path.to_string().as_str())
             || out.last().is_some_and(|o| o.path == step.path.to_string())
@@ -244,13 +411,23 @@ fn capture_originals(
     Ok(out)
 }
 
-/// Executes one step; a written file's stat data comes back for the inventory.
+/// What one step did.
+enum Done {
+    /// A file was written: its stat data, for the inventory.
+    Written(Stat),
+    /// The path is gone (a directory: it was empty).
+    Removed,
+    /// Anything else: created, changed, restored, or a directory left in place.
+    Changed,
+}
+
+/// Executes one step.
 fn execute(
     fs: &mut HostFs,
     objects: &ObjectStore,
     store: &Store,
     step: &Step,
-) -> Result<Option<Stat>, ApplyError> {
+) -> Result<Done, ApplyError> {
     let path = &step.path;
     match &step.action {
         Action::CreateDirectory { mode, owner, group } => {
@@ -264,7 +441,7 @@ fn execute(
             ..
         } => {
             let bytes = blob(objects, *id, path)?;
-            return Ok(Some(fs.write_file(
+            return Ok(Done::Written(fs.write_file(
                 path,
                 &bytes,
                 *mode,
@@ -275,13 +452,14 @@ fn execute(
         Action::Chown { owner, group, .. } => fs.set_owner(path, owner.uid, group.gid)?,
         Action::Symlink { target, .. } => fs.symlink(path, target)?,
         Action::Remove { .. } => {
-            if !fs.remove(path)? {
-                tracing::warn!(path = %path, "directory not empty: left in place");
+            if fs.remove(path)? {
+                return Ok(Done::Removed);
             }
+            tracing::warn!(path = %path, "directory not empty: left in place");
         }
         Action::Restore => restore(fs, store, path)?,
     }
-    Ok(None)
+    Ok(Done::Changed)
 }
 
 /// Puts back what was at `path` before outpost took it over.
@@ -335,9 +513,10 @@ fn inventory(
 fn partial_inventory(
     store: &Store,
     desired: &[Desired],
-    done: &BTreeSet<HostPath>,
+    progress: &Progress,
     plan: &Plan,
 ) -> Result<Vec<InventoryRow>, ApplyError> {
+    let done = &progress.done;
     let mut rows: BTreeMap<String, InventoryRow> = store
         .inventory()?
         .into_iter()
@@ -444,9 +623,14 @@ fn drifted(previous: &[InventoryRow], seen: &Seen) -> BTreeSet<HostPath> {
 
 /// The audit events of a deployment: drift repairs, prunes and restores, each naming the path
 /// and the commit.
-fn events(plan: &Plan, commit: &str, drifted: &BTreeSet<HostPath>) -> Vec<DeployEvent> {
+fn events(
+    plan: &Plan,
+    commit: &str,
+    drifted: &BTreeSet<HostPath>,
+    done: &BTreeSet<HostPath>,
+) -> Vec<DeployEvent> {
     let mut out = Vec::new();
-    for step in &plan.steps {
+    for step in plan.steps.iter().filter(|s| done.contains(&s.path)) {
         let (kind, what) = match (&step.reason, &step.action) {
             (_, Action::Restore) => ("restored", "original restored"),
             (Reason::Pruned, _) => ("pruned", "pruned"),

@@ -3,12 +3,19 @@
 //!
 //! SQLite in WAL mode with `synchronous=FULL`; the schema is versioned with
 //! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
-//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory.
+//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory. The
+//! state dir is kept private ([`prepare_state_dir`]) and deleted content is zeroed
+//! (`secure_delete`).
 
 mod deploy;
 pub mod floor;
+mod secure;
 
-pub use deploy::{DeployEvent, Deployment, Finish, InventoryRow, Original, StatCache};
+pub use deploy::{
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
+    StatCache,
+};
+pub use secure::prepare_state_dir;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,12 +82,18 @@ const MIGRATIONS: &[M] = &[
     ALTER TABLE bundles ADD COLUMN last_seen INTEGER;
     CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
     ),
+    M::up(deploy::JOURNAL_TOUCHES),
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create state directory {path}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make {path} private to the user running outpost")]
+    Secure {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -226,11 +239,9 @@ impl Store {
     /// Opens (creating) the database for writing: migrations, integrity check, and the
     /// high-water mark reconciled with its mirror.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        secure::prepare_state_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
+        secure::create_private(&path)?;
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -245,6 +256,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        // Originals given back to the host must not linger in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(open_err)?;
         quick_check(&conn, &path)?;
         let migrations = Migrations::from_slice(MIGRATIONS);
@@ -747,7 +761,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 3)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 4)"),
             "{msg}"
         );
         Ok(())
