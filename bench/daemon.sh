@@ -54,8 +54,8 @@ commit() {
     git -C "$pub/repo" -c gpg.format=ssh -c user.signingkey="$pub/keys/fleet" \
         commit -q -S --allow-empty -m "$1"
 }
-bundle() { # bundle NAME: a signed bundle of main in $pub
-    git -C "$pub/repo" bundle create -q "$pub/$1" main
+bundle() { # bundle NAME [REVS]: a signed bundle of main (or REVS) in $pub
+    git -C "$pub/repo" bundle create -q "$pub/$1" "${2:-main}"
     ssh-keygen -q -Y sign -f "$pub/keys/fleet" -n outpost-bundle "$pub/$1"
 }
 commit "initial state"
@@ -129,7 +129,7 @@ for i in $(seq "$RUNS"); do
     head -c 1000000 /dev/urandom | base64 >"$pub/repo/files/blob.txt"
     printf 'run %s\n' "$i" >"$pub/repo/files/marker.txt"
     commit "run $i"
-    bundle "run$i.bundle"
+    bundle "run$i.bundle" main~1..main
     t0=$(now_ns)
     mv "$pub/run$i.bundle" "$spool/"
     mv "$pub/run$i.bundle.sig" "$spool/"
@@ -145,5 +145,5 @@ echo "outpost daemon benchmark  ($FILES managed files)"
 printf '  %-44s %s KiB (peak %s KiB)   goal <= 10240\n' "RSS after $SECONDS_RUN s of $CYCLE cycles" "$rss_end" "$rss_peak"
 printf '  %-44s %s\n' "log lines written in that time" "$cycles"
 printf '  %-44s %s KiB\n' "RSS idle, default timers" "$idle_rss"
-printf '  %-44s %s   (the spool rescan every 5 s is 12)\n' "wakeups per minute, idle" "$wakeups"
+printf '  %-44s %s   (timers: a spool rescan a minute, the reconcile every 15)\n' "wakeups per minute, idle" "$wakeups"
 printf '  %-44s %s s   goal <= 1\n' "1 MB spool bundle to applied, median" "$(median "${lat[@]}")"

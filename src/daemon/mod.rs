@@ -5,8 +5,8 @@
 //! The loop reacts to:
 //! * the reconcile timer (`apply.interval`): drift repair, even after months offline;
 //! * the spool directory: an inotify watch says when a file was closed after writing or moved
-//!   in, a rescan every [`RESCAN`] catches the rest (see [`crate::intake::spool`]); a new trusted
-//!   commit is applied at once;
+//!   in; a rescan catches the rest, every second while a file is still arriving and every
+//!   minute otherwise (see [`crate::intake::spool`]); a new trusted commit is applied at once;
 //! * SIGHUP: reload the config and trust policy (a broken one is reported, the old one kept);
 //! * SIGTERM / SIGINT: the current step finishes, then the daemon exits 0.
 //!
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::apply::{self, Goal};
@@ -33,8 +33,11 @@ use crate::intake::{self, Outcome, spool::Spool};
 use crate::text::escape;
 use crate::trust::TrustPolicy;
 
-/// How often the spool is rescanned besides the inotify watch.
-pub const RESCAN: Duration = Duration::from_secs(5);
+/// How often the spool is rescanned besides the inotify watch while nothing waits in it.
+pub const RESCAN_IDLE: Duration = Duration::from_secs(60);
+/// How often while a file in it is still arriving (it becomes complete after
+/// [`spool::SETTLE`](crate::intake::spool::SETTLE) unchanged).
+pub const RESCAN_BUSY: Duration = Duration::from_secs(1);
 
 /// What one step of the loop is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ struct Daemon {
     config: Arc<Config>,
     policy: Arc<TrustPolicy>,
     spool: Spool,
+    /// Whether the last spool scan left files waiting: rescans come sooner then.
+    spool_busy: bool,
     /// The last step's one-line outcome, for `STATUS=`.
     summary: String,
 }
@@ -64,6 +69,7 @@ pub fn run(config_path: &Path, config: Config, policy: TrustPolicy) -> anyhow::R
         spool: Spool::new(config.spool_dir()),
         config: Arc::new(config),
         policy: Arc::new(policy),
+        spool_busy: true,
         summary: String::new(),
     };
     runtime.block_on(daemon.run())
@@ -89,8 +95,8 @@ impl Daemon {
             self.config.apply.interval,
         );
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut rescan = tokio::time::interval(RESCAN);
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rescan = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(rescan);
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -106,11 +112,16 @@ impl Daemon {
                     );
                 }
                 _ = reconcile.tick() => self.step(Step::Reconcile).await,
-                _ = rescan.tick() => self.step(Step::Spool).await,
+                () = &mut rescan => {
+                    self.step(Step::Spool).await;
+                    let next = if self.spool_busy { RESCAN_BUSY } else { RESCAN_IDLE };
+                    rescan.as_mut().reset(tokio::time::Instant::now() + next);
+                }
                 event = watch.next() => {
                     match event {
                         Some(Ok(event)) => {
-                            if let Some(name) = event.name {
+                            let whole = event.mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO);
+                            if let (true, Some(name)) = (whole, event.name) {
                                 self.spool.saw_closed(name);
                             }
                             self.step(Step::Spool).await;
@@ -180,6 +191,8 @@ impl Daemon {
     async fn take_spool(&mut self) -> Option<String> {
         let max = self.config.source.max_bundle_size.as_u64();
         let (ready, pending) = self.spool.scan(Instant::now(), max);
+        // A missing .sig announces itself through the watch; a file still being written may not.
+        self.spool_busy = pending.iter().any(|p| p.arriving);
         if ready.is_empty() {
             return None;
         }
@@ -267,12 +280,16 @@ impl Daemon {
     }
 }
 
-/// An inotify watch on the spool for files closed after writing or moved in.
+/// An inotify watch on the spool: files created (a scan looks at them; a regular file is
+/// complete only when closed or settled), closed after writing, or moved in.
 fn watch_spool(dir: &Path) -> anyhow::Result<inotify::EventStream<Vec<u8>>> {
     let inotify = Inotify::init().context("cannot start an inotify watch")?;
     inotify
         .watches()
-        .add(dir, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)
+        .add(
+            dir,
+            WatchMask::CREATE | WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO,
+        )
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     inotify
         .into_event_stream(vec![0u8; 4096])

@@ -19,6 +19,8 @@ use super::{Outcome, Report};
 
 /// How long a file seen only by rescans must stay unchanged to count as complete.
 pub const SETTLE: Duration = Duration::from_secs(2);
+/// What a bundle without its signature waits for.
+const WAITING_FOR_SIG: &str = "its .sig";
 /// Most spool entries looked at in one scan; the rest wait for the next.
 pub const MAX_ENTRIES: usize = 1000;
 
@@ -45,6 +47,9 @@ impl Stat {
 pub struct Pending {
     pub file: PathBuf,
     pub waiting_for: String,
+    /// Still being written (rather than waiting for another file).
+    #[serde(skip)]
+    pub arriving: bool,
 }
 
 /// The spool and what was seen of it.
@@ -114,6 +119,7 @@ impl Spool {
                 Ok(()) => ready.push(bundle),
                 Err(waiting_for) => pending.push(Pending {
                     file: bundle,
+                    arriving: waiting_for != WAITING_FOR_SIG,
                     waiting_for: waiting_for.to_owned(),
                 }),
             }
@@ -142,7 +148,7 @@ impl Spool {
         }
         let bundle_done = self.complete(name, &meta, now, looked);
         let Ok(sig_meta) = std::fs::symlink_metadata(self.dir.join(sig_name)) else {
-            return Err("its .sig");
+            return Err(WAITING_FOR_SIG);
         };
         if !sig_meta.is_file() {
             return Ok(());
@@ -248,14 +254,16 @@ pub fn pending(dir: &Path) -> Vec<Pending> {
             let file = dir.join(&name);
             let mut sig = file.as_os_str().to_owned();
             sig.push(".sig");
-            let waiting_for = if std::fs::symlink_metadata(&sig).is_ok() {
+            let has_sig = std::fs::symlink_metadata(&sig).is_ok();
+            let waiting_for = if has_sig {
                 "the daemon to take it"
             } else {
-                "its .sig"
+                WAITING_FOR_SIG
             };
             Pending {
                 file,
                 waiting_for: waiting_for.to_owned(),
+                arriving: has_sig,
             }
         })
         .collect()
