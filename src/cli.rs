@@ -40,6 +40,19 @@ enum Command {
         /// One JSON object per bundle on stdout
         #[arg(long)]
         json: bool,
+        /// Then write this host's report into each directory's outpost/reports/
+        #[arg(long)]
+        report: bool,
+    },
+    /// Write the cached signed bundles another host needs into DIR/outpost/, for relaying
+    Export {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Only what a host that has this commit lacks
+        #[arg(long, value_name = "COMMIT")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Check whether a bundle would be accepted, changing nothing
     Verify {
@@ -149,19 +162,64 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     // taken only when the commit it names is signed by an allowed signer.
     intake::check_mirror(&config)?;
     match &cli.command {
-        Command::Import { paths, json } => {
+        Command::Import {
+            paths,
+            json,
+            report,
+        } => {
             let policy = load_policy(&config)?;
             let files = intake::collect(paths)?;
-            if files.is_empty() {
+            let reports = if files.is_empty() {
                 let list: Vec<String> = paths.iter().map(|p| crate::text::path(p)).collect();
                 eprintln!("outpost: no *.bundle files in {}", list.join(", "));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let reports = intake::import(&config, &policy, &files)?;
+                Vec::new()
+            } else {
+                intake::import(&config, &policy, &files)?
+            };
             for report in &reports {
                 print_report(report, *json)?;
             }
-            Ok(exit_for(reports.iter().any(|r| r.outcome.is_refused())))
+            let mut failed = reports.iter().any(|r| r.outcome.is_refused());
+            if *report {
+                for dir in paths.iter().filter(|p| p.is_dir()) {
+                    match crate::report::write(&config, dir) {
+                        Ok(path) => {
+                            eprintln!("outpost: report written to {}", crate::text::path(&path))
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "outpost: error: {}",
+                                crate::text::escape(&format!("{:#}", anyhow::Error::from(e)))
+                            );
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            Ok(exit_for(failed))
+        }
+        Command::Export { dir, since, json } => {
+            let exported = crate::export::export(&config, dir, since.as_deref())
+                .map_err(|e| Failure::Failed(e.into()))?;
+            if *json {
+                let text = serde_json::to_string_pretty(&exported)
+                    .context("cannot encode the export")
+                    .map_err(Failure::Failed)?;
+                say(&format!("{text}\n"));
+            } else {
+                for file in &exported.files {
+                    say(&format!("wrote {}\n", crate::text::path(file)));
+                }
+                say(&format!(
+                    "a host importing {} reaches {}\n",
+                    crate::text::path(&exported.dir),
+                    exported.tip
+                ));
+            }
+            if let Some(note) = &exported.note {
+                eprintln!("outpost: {note}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, json } => {
             let policy = load_policy(&config)?;

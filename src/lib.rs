@@ -49,6 +49,8 @@
 //! * [`apply`] — a reconcile cycle: target commit, desired paths, observe (stat cache), plan,
 //!   journal, execute through [`apply::fs`] (the only code writing under the host root),
 //!   inventory; `rollback`; recovery of an interrupted deployment.
+//! * [`report`] — the host report written onto a stick (`outpost/reports/<host>.json`).
+//! * [`export`] — relaying: the cached signed bundles another host needs, written as received.
 //! * [`status`] — what `outpost status` reports, as a serde type.
 //! * [`text`] — what reaches a person: control characters escaped, times formatted totally.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
@@ -91,12 +93,14 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod export;
 pub mod host;
 pub mod intake;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod repo;
+pub mod report;
 pub mod status;
 pub mod store;
 pub mod text;

@@ -13,6 +13,7 @@ mod deployment;
 mod hostile_stick;
 mod import;
 mod recovery;
+mod relay;
 mod rollback;
 mod secrets;
 mod state;

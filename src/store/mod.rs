@@ -143,6 +143,8 @@ pub enum StoreError {
         "{path} is corrupt (checksum mismatch); restore it from a backup, or remove it only if you know the host's trusted commit"
     )]
     CorruptFloor { path: PathBuf },
+    #[error("cannot write a cached bundle out")]
+    WriteBundle { source: std::io::Error },
     #[error("cannot write {path}")]
     WriteFloor {
         path: PathBuf,
@@ -506,6 +508,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Commits marked bad, newest first: `(commit, reason, when)`.
+    pub fn bad_commits(&self, limit: usize) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT oid, reason, at FROM bad_commits ORDER BY at DESC, oid LIMIT ?1")?;
+        let rows = stmt.query_map([to_i64(limit as u64)], |r| {
+            Ok((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// How many commits are marked bad, and how many times bundles were refused in all.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let bad: i64 = self
@@ -528,6 +541,53 @@ impl Store {
             })
             .optional()?;
         Ok(t.flatten().map(to_u64))
+    }
+
+    /// Accepted bundles whose bytes are cached, oldest first, with their signatures.
+    pub fn accepted_bundles(&self) -> Result<Vec<AcceptedBundle>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sha256, size, signature, tip FROM bundles
+             WHERE verdict = 'accepted' AND sha256 IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AcceptedBundle {
+                id: r.get(0)?,
+                sha256: r.get(1)?,
+                size: to_u64(r.get(2)?),
+                signature: r.get(3)?,
+                tip: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The first chunk of a cached bundle (up to 4 MiB): enough for its header.
+    pub fn bundle_head(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT data FROM bundle_chunks WHERE bundle_id = ?1 AND seq = 0",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Writes the bytes of a cached bundle to `out`, a chunk at a time.
+    pub fn write_bundle(&self, id: i64, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM bundle_chunks WHERE bundle_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([id])?;
+        let mut written = 0u64;
+        while let Some(row) = rows.next()? {
+            let chunk = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            out.write_all(chunk)
+                .map_err(|source| StoreError::WriteBundle { source })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// The bytes of a cached bundle, concatenated (tests and export).
@@ -559,6 +619,17 @@ fn bounded(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// An accepted bundle in the cache, as export needs it.
+#[derive(Debug, Clone)]
+pub struct AcceptedBundle {
+    pub id: i64,
+    pub sha256: String,
+    pub size: u64,
+    /// The armored `.sig` as received.
+    pub signature: Option<String>,
+    pub tip: Option<String>,
 }
 
 /// A judged tip commit.
