@@ -44,6 +44,16 @@ enum Command {
         #[arg(long)]
         report: bool,
     },
+    /// Take a plugged stick: mount it read-only, import its bundles, write the report, unmount
+    Usb {
+        #[arg(value_name = "DEVICE")]
+        device: PathBuf,
+        /// Apply a newly trusted commit at once (when no daemon runs to do it)
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the cached signed bundles another host needs into DIR/outpost/, for relaying
     Export {
         #[arg(value_name = "DIR")]
@@ -195,6 +205,38 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                         }
                     }
                 }
+            }
+            Ok(exit_for(failed))
+        }
+        Command::Usb {
+            device,
+            apply,
+            json,
+        } => {
+            let policy = load_policy(&config)?;
+            let plugged = intake::usb::usb(&config, &policy, device)
+                .map_err(|e| Failure::Failed(e.into()))?;
+            for report in &plugged.reports {
+                print_report(report, *json)?;
+            }
+            let mut failed = plugged.reports.iter().any(|r| r.outcome.is_refused());
+            match &plugged.report {
+                Some(Ok(path)) => {
+                    eprintln!("outpost: report written to {}", crate::text::path(path))
+                }
+                Some(Err(why)) => {
+                    eprintln!("outpost: report not written: {}", crate::text::escape(why));
+                    failed = true;
+                }
+                None => {}
+            }
+            let accepted = plugged
+                .reports
+                .iter()
+                .any(|r| matches!(r.outcome, intake::Outcome::Accepted { .. }));
+            if *apply && accepted {
+                return run_apply(&config, Goal::Newest)
+                    .map(|code| if failed { ExitCode::from(1) } else { code });
             }
             Ok(exit_for(failed))
         }

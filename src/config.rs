@@ -41,6 +41,32 @@ pub struct Config {
     pub apply: ApplyConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub usb: UsbConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbConfig {
+    /// Write this host's report onto each stick `outpost usb` takes.
+    #[serde(default = "default_true")]
+    pub report: bool,
+    /// Where `outpost usb` mounts sticks, each in a private directory.
+    #[serde(default = "default_usb_mount_dir")]
+    pub mount_dir: PathBuf,
+}
+
+impl Default for UsbConfig {
+    fn default() -> Self {
+        Self {
+            report: true,
+            mount_dir: default_usb_mount_dir(),
+        }
+    }
+}
+
+fn default_usb_mount_dir() -> PathBuf {
+    PathBuf::from("/run/outpost")
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -301,6 +327,7 @@ impl Config {
         if let Some(p) = self.metrics.textfile.as_mut() {
             join(p);
         }
+        join(&mut self.usb.mount_dir);
     }
 }
 

@@ -19,3 +19,4 @@ mod secrets;
 mod state;
 mod stock_bundles;
 mod time_floor;
+mod usb;

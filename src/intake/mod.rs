@@ -11,6 +11,7 @@ mod judge;
 mod pack;
 pub mod spool;
 mod stage;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 
