@@ -472,3 +472,25 @@ fn a_spool_file_that_grows_forever_is_refused_at_the_size_cap() -> Result {
     assert!(daemon.stop()?.success());
     Ok(())
 }
+
+#[test]
+fn a_commit_imported_by_another_process_is_applied_at_once() -> Result {
+    let fleet = daemon_fleet()?;
+    // No reconcile tick in the test's lifetime: only the import can trigger the apply.
+    let text =
+        std::fs::read_to_string(fleet.config())?.replace("interval = \"1s\"", "interval = \"1h\"");
+    std::fs::write(fleet.config(), text)?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let (commit, bundle) = bundle_of(&fleet, "from a stick\n", "stick.bundle")?;
+    let run = fleet.outpost_paths("import", &[&bundle])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let applied = eventually(Duration::from_secs(15), || {
+        Ok(std::fs::read_to_string(fleet.on_host("/etc/app.conf"))
+            .is_ok_and(|c| c == "from a stick\n"))
+    })?;
+    assert!(applied, "the daemon did not apply the imported commit");
+    assert_eq!(fleet.deployed()?, Some(commit));
+    assert!(daemon.stop()?.success());
+    Ok(())
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
-use inotify::{EventMask, Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::apply::{self, Goal};
@@ -83,7 +83,7 @@ impl Daemon {
         self.spool
             .create()
             .with_context(|| format!("cannot create the spool {}", self.spool.dir().display()))?;
-        let mut watch = watch_spool(self.spool.dir())?;
+        let (mut watch, state_watch) = watch(self.spool.dir(), &self.config.state.dir)?;
 
         // Recovery first: an apply cycle resumes an interrupted deployment.
         self.step(Step::Reconcile).await;
@@ -119,12 +119,18 @@ impl Daemon {
                 }
                 event = watch.next() => {
                     match event {
+                        Some(Ok(event)) if event.wd == state_watch => {
+                            self.state_changed(event.name.as_deref()).await;
+                        }
                         Some(Ok(event)) => {
                             let whole = event.mask.intersects(EventMask::CLOSE_WRITE | EventMask::MOVED_TO);
                             if let (true, Some(name)) = (whole, event.name) {
                                 self.spool.saw_closed(name);
                             }
                             self.step(Step::Spool).await;
+                            if self.spool_busy {
+                                rescan.as_mut().reset(tokio::time::Instant::now() + RESCAN_BUSY);
+                            }
                         }
                         Some(Err(e)) => tracing::warn!(error = %e, "spool watch failed; rescans continue"),
                         None => {}
@@ -154,6 +160,14 @@ impl Daemon {
         self.summary = summary;
         notify(&[sd_notify::NotifyState::Status(&escape(&self.summary))]);
         self.write_metrics().await;
+    }
+
+    /// A file moved into the state dir: the floor mirror is rewritten when anyone
+    /// (`outpost import`, `outpost usb`) makes a commit trusted, so apply it now.
+    async fn state_changed(&mut self, name: Option<&std::ffi::OsStr>) {
+        if name.is_some_and(|n| n == "floor") {
+            self.step(Step::Reconcile).await;
+        }
     }
 
     /// One apply cycle to the newest trusted commit.
@@ -280,20 +294,30 @@ impl Daemon {
     }
 }
 
-/// An inotify watch on the spool: files created (a scan looks at them; a regular file is
-/// complete only when closed or settled), closed after writing, or moved in.
-fn watch_spool(dir: &Path) -> anyhow::Result<inotify::EventStream<Vec<u8>>> {
+/// The inotify watches: on the spool, files created (a scan looks at them; a regular file is
+/// complete only when closed or settled), closed after writing, or moved in; on the state dir,
+/// the floor mirror moved into place (a new trusted commit, whoever imported it).
+fn watch(
+    spool: &Path,
+    state: &Path,
+) -> anyhow::Result<(inotify::EventStream<Vec<u8>>, WatchDescriptor)> {
     let inotify = Inotify::init().context("cannot start an inotify watch")?;
     inotify
         .watches()
         .add(
-            dir,
+            spool,
             WatchMask::CREATE | WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO,
         )
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
-    inotify
+        .with_context(|| format!("cannot watch {}", spool.display()))?;
+    crate::store::prepare_state_dir(state)?;
+    let state_watch = inotify
+        .watches()
+        .add(state, WatchMask::MOVED_TO)
+        .with_context(|| format!("cannot watch {}", state.display()))?;
+    let stream = inotify
         .into_event_stream(vec![0u8; 4096])
-        .context("cannot read the inotify watch")
+        .context("cannot read the inotify watch")?;
+    Ok((stream, state_watch))
 }
 
 /// Tells systemd (when it started us with `NOTIFY_SOCKET`); failures only log.
