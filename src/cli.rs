@@ -27,6 +27,9 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Fail at once when another outpost process holds the state lock, instead of waiting
+    #[arg(long, global = true)]
+    no_wait: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,6 +142,9 @@ fn load_policy(config: &Config) -> Result<TrustPolicy, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.no_wait {
+        crate::lock::never_wait();
+    }
     let config = load_config(&cli.config)?;
     match &cli.command {
         Command::Import { paths, json } => {
