@@ -84,7 +84,7 @@ pub fn run(
         store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
         return Ok(Applied::nothing(commit, planned.note));
     }
-    preflight(fs, &plan)?;
+    preflight(fs, store, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
@@ -339,16 +339,74 @@ fn restored(plan: &Plan, progress: &Progress, ended: &Ended<'_>, failed: bool) -
     out.into_iter().collect()
 }
 
-/// Refuses, before any change, a plan that writes into a read-only filesystem.
-fn preflight(fs: &mut HostFs, plan: &Plan) -> Result<(), ApplyError> {
-    let mut checked = BTreeSet::new();
+/// Free space kept on top of what a deployment needs: 1 MiB plus 5 %.
+fn margin(needed: u64) -> u64 {
+    needed.saturating_add(needed / 20).saturating_add(1 << 20)
+}
+
+/// What a deployment writes to one filesystem.
+#[derive(Default)]
+struct Writes {
+    /// The first path written there, to name in an error.
+    first: Option<HostPath>,
+    /// New bytes minus the bytes of the files they replace.
+    growth: i128,
+    /// The largest file written: it exists beside the one it replaces until the rename.
+    largest: u64,
+    available: u64,
+}
+
+/// Refuses, before any change, a plan that writes into a read-only filesystem or needs more
+/// space than a filesystem has (the bytes it writes, plus a margin): a full disk half way
+/// would leave a mix of old and new files.
+fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyError> {
+    let mut checked: BTreeMap<HostPath, u64> = BTreeMap::new();
+    let mut filesystems: BTreeMap<u64, Writes> = BTreeMap::new();
     for step in &plan.steps {
         let Some(parent) = step.path.parent() else {
             continue;
         };
-        if checked.insert(parent) && fs.read_only(&step.path)? {
-            return Err(ApplyError::ReadOnly {
-                path: step.path.clone(),
+        let dev = match checked.get(&parent) {
+            Some(dev) => *dev,
+            None => {
+                let found = fs.filesystem(&step.path)?;
+                if found.read_only {
+                    return Err(ApplyError::ReadOnly {
+                        path: step.path.clone(),
+                    });
+                }
+                checked.insert(parent, found.dev);
+                filesystems.entry(found.dev).or_default().available = found.available;
+                found.dev
+            }
+        };
+        let (new, old) = match &step.action {
+            Action::Write { size, old, .. } => {
+                let old = match old {
+                    Some(Observed::File { size, .. }) => *size,
+                    _ => 0,
+                };
+                (size.unwrap_or(0), old)
+            }
+            Action::Restore => (store.original_size(&step.path.to_string())?.unwrap_or(0), 0),
+            _ => continue,
+        };
+        let writes = filesystems.entry(dev).or_default();
+        writes.first.get_or_insert_with(|| step.path.clone());
+        writes.growth += i128::from(new) - i128::from(old);
+        writes.largest = writes.largest.max(new);
+    }
+    for writes in filesystems.into_values() {
+        let Some(path) = writes.first else {
+            continue;
+        };
+        let growth = u64::try_from(writes.growth.max(0)).unwrap_or(u64::MAX);
+        let needed = margin(growth.saturating_add(writes.largest));
+        if needed > writes.available {
+            return Err(ApplyError::NoSpace {
+                path,
+                needed,
+                available: writes.available,
             });
         }
     }

@@ -85,6 +85,16 @@ pub enum ApplyError {
     },
     #[error("{path} is on a read-only filesystem; nothing was changed")]
     ReadOnly { path: HostPath },
+    #[error(
+        "not enough free space on the filesystem holding {path}: {} needed with a margin, {} available; nothing was changed, free some space and apply again",
+        bytesize::ByteSize(*.needed).display().iec(),
+        bytesize::ByteSize(*.available).display().iec()
+    )]
+    NoSpace {
+        path: HostPath,
+        needed: u64,
+        available: u64,
+    },
     #[error("cannot determine the user running outpost for apply.set_owner = false")]
     CurrentUser(#[source] nix::Error),
 }

@@ -283,6 +283,19 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The size of the kept original of `path`, if it is a file.
+    pub fn original_size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        let size: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT length(bytes) FROM originals WHERE path = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(size.flatten().map(to_u64))
+    }
+
     /// The original of `path`, if outpost took it over.
     pub fn original(&self, path: &str) -> Result<Option<Original>, StoreError> {
         Ok(self

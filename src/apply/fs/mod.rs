@@ -100,6 +100,16 @@ fn kind_of(st_mode: u32) -> Kind {
     }
 }
 
+/// What a preflight check needs of a filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filesystem {
+    /// The device of the directory looked at: paths on the same filesystem share it.
+    pub dev: u64,
+    /// Bytes available to an unprivileged writer (the root reserve is left alone).
+    pub available: u64,
+    pub read_only: bool,
+}
+
 /// A host root opened once; every operation resolves beneath it and never follows a symlink.
 #[derive(Debug)]
 pub struct HostFs {
@@ -401,6 +411,12 @@ impl HostFs {
     /// Whether the filesystem that holds (or would hold) `path` is mounted read-only: the one
     /// of its nearest existing directory. A preflight check before any change.
     pub fn read_only(&mut self, path: &HostPath) -> Result<bool, FsError> {
+        Ok(self.filesystem(path)?.read_only)
+    }
+
+    /// The filesystem that holds (or would hold) `path`: the one of its nearest existing
+    /// directory.
+    pub fn filesystem(&mut self, path: &HostPath) -> Result<Filesystem, FsError> {
         let err = |source| FsError::StatFs {
             path: path.clone(),
             source,
@@ -415,8 +431,20 @@ impl HostFs {
                 Err(e) => return Err(dir_error(path, e, err)),
             }
         }
-        let vfs = fstatvfs(self.dir(dir).map_err(err)?).map_err(err)?;
-        Ok(vfs.flags().contains(FsFlags::ST_RDONLY))
+        let fd = self.dir(dir).map_err(err)?;
+        let vfs = fstatvfs(fd).map_err(err)?;
+        let st = fstat(fd).map_err(err)?;
+        // The field types of `struct statvfs` differ between targets.
+        #[allow(clippy::useless_conversion)]
+        let available =
+            u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size()));
+        #[allow(clippy::useless_conversion)]
+        let dev = u64::from(st.st_dev);
+        Ok(Filesystem {
+            dev,
+            available,
+            read_only: vfs.flags().contains(FsFlags::ST_RDONLY),
+        })
     }
 
     /// Removes the entries named `.outpost-tmp.*` directly in `dir` (a `&HostPath`, or `None`
