@@ -7,6 +7,7 @@ mod absent;
 mod apply;
 mod apply_bad_input;
 mod bad_input;
+mod coarse;
 mod crash;
 mod deployment;
 mod import;
