@@ -195,7 +195,8 @@ fn plan_failure(e: ApplyError) -> Failure {
         ApplyError::Store(StoreError::Newer { .. })
         | ApplyError::NothingTrusted
         | ApplyError::Manifest { .. }
-        | ApplyError::Plan { .. } => Failure::Usage(e.into()),
+        | ApplyError::Plan { .. }
+        | ApplyError::OriginalTooLarge { .. } => Failure::Usage(e.into()),
         e => Failure::Failed(e.into()),
     }
 }

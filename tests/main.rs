@@ -11,6 +11,7 @@ mod coarse;
 mod crash;
 mod deployment;
 mod import;
+mod originals;
 mod recovery;
 mod rollback;
 mod secrets;

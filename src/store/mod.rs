@@ -76,7 +76,7 @@ const MIGRATIONS: &[M] = &[
     );",
     ),
     M::up(deploy::MIGRATION),
-    M::up(deploy::JOURNAL_TOUCHES),
+    M::up(deploy::MIGRATION_3),
 ];
 
 #[derive(Debug, thiserror::Error)]
