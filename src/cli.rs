@@ -27,6 +27,9 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Fail at once when another outpost process holds the state lock, instead of waiting
+    #[arg(long, global = true)]
+    no_wait: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,6 +170,9 @@ fn load_policy(config: &Config) -> Result<TrustPolicy, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.no_wait {
+        crate::lock::never_wait();
+    }
     let config = load_config(&cli.config)?;
     // Before any command trusts the high-water mark: a floor file ahead of the database is
     // taken only when the commit it names is signed by an allowed signer.
@@ -307,7 +313,8 @@ fn plan_failure(e: ApplyError) -> Failure {
         ApplyError::Store(StoreError::Newer { .. })
         | ApplyError::NothingTrusted
         | ApplyError::Manifest { .. }
-        | ApplyError::Plan { .. } => Failure::Usage(e.into()),
+        | ApplyError::Plan { .. }
+        | ApplyError::OriginalTooLarge { .. } => Failure::Usage(e.into()),
         e => Failure::Failed(e.into()),
     }
 }

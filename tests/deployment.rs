@@ -163,3 +163,51 @@ impl Drop for Unlock {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }
+
+/// A large file is written from one copy of its bytes: the apply's peak memory stays well
+/// below twice the file's size.
+#[test]
+fn a_large_file_is_applied_without_a_second_copy_in_memory() -> Result {
+    const SIZE: usize = 96 << 20;
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("skipped: /usr/bin/time is needed to measure peak memory");
+        return Ok(());
+    }
+    let fleet = Fleet::new()?;
+    // Larger than the default source.max_object_size (64 MiB).
+    fleet.write_config("\n[source]\nmax_object_size = \"128MiB\"\n")?;
+    let big = "0123456789abcdef".repeat(SIZE / 16);
+    fleet.publish(&[
+        (
+            "outpost.toml",
+            "[[file]]\npath = \"/srv/big.img\"\nsource = \"big.img\"\n",
+        ),
+        ("big.img", &big),
+    ])?;
+    drop(big);
+    let report = fleet.path("time.txt");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("apply")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(fleet.on_host("/srv/big.img"))?.len(),
+        SIZE as u64
+    );
+    let peak_kib: u64 = std::fs::read_to_string(&report)?.trim().parse()?;
+    let peak = peak_kib * 1024;
+    assert!(
+        peak < (SIZE as u64) * 3 / 2,
+        "peak memory {peak} bytes for a {SIZE}-byte file"
+    );
+    Ok(())
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gix::ObjectId;
 
-use super::fs::{HostFs, Kind, Stat};
+use super::fs::{Extras, HostFs, Kind, Stat};
 use super::observe::{self, Seen};
 use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
@@ -41,7 +41,8 @@ pub struct Intent<'a> {
     pub fault_after: Option<usize>,
 }
 
-/// The bytes of a blob from the object store.
+/// The bytes of a blob from the object store, held once: they are moved out of the object,
+/// not copied (a 1 GiB file costs 1 GiB, not 2).
 pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Vec<u8>, ApplyError> {
     let object = objects
         .repo()
@@ -51,8 +52,12 @@ pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Ve
             path: path.clone(),
             message: e.probable_cause().to_string(),
         })?;
-    Ok(object.data.clone())
+    Ok(object.detach().data)
 }
+
+/// The largest file outpost keeps as an original when it takes the path over; a larger one is
+/// refused before anything changes.
+pub const MAX_ORIGINAL: u64 = observe::MAX_HASHED;
 
 /// Journals and executes the cycle's plan, then records the new inventory.
 pub fn run(
@@ -84,7 +89,7 @@ pub fn run(
         store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
         return Ok(Applied::nothing(commit, planned.note));
     }
-    preflight(fs, &plan)?;
+    preflight(fs, store, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
@@ -159,6 +164,8 @@ struct Progress {
     written: BTreeMap<HostPath, Stat>,
     /// Paths removed: they, and everything below them, are gone.
     removed: BTreeSet<HostPath>,
+    /// Notes of the originals restored, for their events.
+    notes: BTreeMap<HostPath, String>,
 }
 
 impl Progress {
@@ -199,6 +206,9 @@ fn steps(
             }
             Done::Removed => {
                 progress.removed.insert(step.path.clone());
+            }
+            Done::Restored(note) => {
+                progress.notes.insert(step.path.clone(), note);
             }
             Done::Changed => {}
         }
@@ -241,7 +251,7 @@ fn finish(
 ) -> Result<usize, ApplyError> {
     let restored = restored(plan, progress, ended, result.is_err());
     let drifted = drifted(ended.previous, ended.seen);
-    let events = events(plan, ended.commit, &drifted, &progress.done);
+    let events = events(plan, ended.commit, &drifted, progress);
     let error = match result {
         Ok(()) => {
             let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
@@ -339,16 +349,107 @@ fn restored(plan: &Plan, progress: &Progress, ended: &Ended<'_>, failed: bool) -
     out.into_iter().collect()
 }
 
-/// Refuses, before any change, a plan that writes into a read-only filesystem.
-fn preflight(fs: &mut HostFs, plan: &Plan) -> Result<(), ApplyError> {
-    let mut checked = BTreeSet::new();
+/// Free space kept on top of what a deployment needs: 1 MiB plus 5 %.
+fn margin(needed: u64) -> u64 {
+    needed.saturating_add(needed / 20).saturating_add(1 << 20)
+}
+
+/// What a deployment writes to one filesystem.
+#[derive(Default)]
+struct Writes {
+    /// The first path written there, to name in an error.
+    first: Option<HostPath>,
+    /// New bytes minus the bytes of the files they replace.
+    growth: i128,
+    /// The largest file written: it exists beside the one it replaces until the rename.
+    largest: u64,
+    available: u64,
+}
+
+/// Refuses, before any change, a plan that writes into a read-only filesystem or needs more
+/// space than a filesystem has (the bytes it writes, plus a margin): a full disk half way
+/// would leave a mix of old and new files.
+fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyError> {
+    let mut checked: BTreeMap<HostPath, u64> = BTreeMap::new();
+    let mut filesystems: BTreeMap<u64, Writes> = BTreeMap::new();
     for step in &plan.steps {
         let Some(parent) = step.path.parent() else {
             continue;
         };
-        if checked.insert(parent) && fs.read_only(&step.path)? {
-            return Err(ApplyError::ReadOnly {
+        let dev = match checked.get(&parent) {
+            Some(dev) => *dev,
+            None => {
+                let found = fs.filesystem(&step.path)?;
+                if found.read_only {
+                    return Err(ApplyError::ReadOnly {
+                        path: step.path.clone(),
+                    });
+                }
+                checked.insert(parent, found.dev);
+                filesystems.entry(found.dev).or_default().available = found.available;
+                found.dev
+            }
+        };
+        let (new, old) = match &step.action {
+            Action::Write { size, old, .. } => {
+                let old = match old {
+                    Some(Observed::File { size, .. }) => *size,
+                    _ => 0,
+                };
+                (size.unwrap_or(0), old)
+            }
+            Action::Restore => (store.original_size(&step.path.to_string())?.unwrap_or(0), 0),
+            _ => continue,
+        };
+        let writes = filesystems.entry(dev).or_default();
+        writes.first.get_or_insert_with(|| step.path.clone());
+        writes.growth += i128::from(new) - i128::from(old);
+        writes.largest = writes.largest.max(new);
+    }
+    for writes in filesystems.into_values() {
+        let Some(path) = writes.first else {
+            continue;
+        };
+        let growth = u64::try_from(writes.growth.max(0)).unwrap_or(u64::MAX);
+        let needed = margin(growth.saturating_add(writes.largest));
+        if needed > writes.available {
+            return Err(ApplyError::NoSpace {
+                path,
+                needed,
+                available: writes.available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `step` takes its path over: it changes a path outpost neither manages nor keeps
+/// the original of. `absent` means gone: what it removes is not kept (nor read).
+fn takes_over(step: &Step, managed: &BTreeSet<&HostPath>, kept: &BTreeSet<&str>) -> bool {
+    !matches!(
+        step.reason,
+        Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
+    ) && !managed.contains(&step.path)
+        && !kept.contains(step.path.to_string().as_str())
+}
+
+/// Refuses, at plan time, to take over a file too large to keep as an original.
+pub fn check_originals(
+    plan: &Plan,
+    seen: &Seen,
+    managed: &[crate::plan::Managed],
+    kept: &[String],
+) -> Result<(), ApplyError> {
+    let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
+    let kept: BTreeSet<&str> = kept.iter().map(String::as_str).collect();
+    for step in plan.steps.iter().filter(|s| takes_over(s, &managed, &kept)) {
+        if let Some(Observed::File { size, .. }) = seen.observation.get(&step.path)
+            && *size > MAX_ORIGINAL
+        {
+            return Err(ApplyError::OriginalTooLarge {
                 path: step.path.clone(),
+                size: *size,
+                max: MAX_ORIGINAL,
             });
         }
     }
@@ -365,45 +466,46 @@ fn capture_originals(
 ) -> Result<Vec<Original>, ApplyError> {
     let mut out: Vec<Original> = Vec::new();
     for step in &plan.steps {
-        // `absent` means gone: what it removes is not kept (nor read).
-        if matches!(
-            step.reason,
-            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
-        ) || managed.contains(&step.path)
-            || kept.contains(step.path.to_string().as_str())
+        if !takes_over(step, managed, kept)
             || out.last().is_some_and(|o| o.path == step.path.to_string())
         {
             continue;
         }
-        let path = step.path.to_string();
+        let bare = |kind: &str, (mode, uid, gid): (u32, u32, u32)| Original {
+            path: step.path.to_string(),
+            kind: kind.into(),
+            bytes: None,
+            mode,
+            uid,
+            gid,
+            target: None,
+            mtime_ns: None,
+            xattrs: Vec::new(),
+            note: None,
+        };
         let original = match seen.observation.get(&step.path) {
-            Some(Observed::File { mode, uid, gid, .. }) => Original {
-                path,
-                kind: "file".into(),
-                bytes: Some(fs.read(&step.path, observe::MAX_HASHED)?),
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                target: None,
-            },
+            Some(Observed::File { .. }) => {
+                let copy = fs.copy_file(&step.path, MAX_ORIGINAL)?;
+                let st = copy.stat;
+                let note = (copy.links > 1).then(|| {
+                    format!(
+                        "it was one of {} hard links to one file; restored as a file of its own with the same content",
+                        copy.links
+                    )
+                });
+                Original {
+                    bytes: Some(copy.bytes),
+                    mtime_ns: copy.extras.mtime_ns,
+                    xattrs: copy.extras.xattrs,
+                    note,
+                    ..bare("file", (st.mode, st.uid, st.gid))
+                }
+            }
             Some(Observed::Symlink { target }) => Original {
-                path,
-                kind: "symlink".into(),
-                bytes: None,
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
                 target: Some(target.display().to_string()),
+                ..bare("symlink", (0o777, 0, 0))
             },
-            Some(Observed::Directory { mode, uid, gid }) => Original {
-                path,
-                kind: "directory".into(),
-                bytes: None,
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                target: None,
-            },
+            Some(Observed::Directory { mode, uid, gid }) => bare("directory", (*mode, *uid, *gid)),
             _ => continue,
         };
         out.push(original);
@@ -417,6 +519,8 @@ enum Done {
     Written(Stat),
     /// The path is gone (a directory: it was empty).
     Removed,
+    /// An original was restored, with this note for its event.
+    Restored(String),
     /// Anything else: created, changed, restored, or a directory left in place.
     Changed,
 }
@@ -457,20 +561,29 @@ fn execute(
             }
             tracing::warn!(path = %path, "directory not empty: left in place");
         }
-        Action::Restore => restore(fs, store, path)?,
+        Action::Restore => {
+            if let Some(note) = restore(fs, store, path)? {
+                return Ok(Done::Restored(note));
+            }
+        }
     }
     Ok(Done::Changed)
 }
 
-/// Puts back what was at `path` before outpost took it over.
-fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<(), ApplyError> {
+/// Puts back what was at `path` before outpost took it over: a file with its content, mode,
+/// owner, modification time and extended attributes. Returns the original's note, if any.
+fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<String>, ApplyError> {
     let Some(original) = store.original(&path.to_string())? else {
-        return Ok(());
+        return Ok(None);
     };
     let owner = Some((original.uid, original.gid));
     match (original.kind.as_str(), &original.bytes, &original.target) {
         ("file", Some(bytes), _) => {
-            fs.write_file(path, bytes, original.mode, owner)?;
+            let extras = Extras {
+                mtime_ns: original.mtime_ns,
+                xattrs: original.xattrs,
+            };
+            fs.write_file_with(path, bytes, original.mode, owner, &extras)?;
         }
         ("symlink", _, Some(target)) => fs.symlink(path, std::path::Path::new(target))?,
         ("directory", _, _) => {
@@ -483,7 +596,7 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<(), ApplyE
         }
         _ => {}
     }
-    Ok(())
+    Ok(original.note)
 }
 
 /// The inventory after a successful deployment: every desired path as it now is.
@@ -627,20 +740,29 @@ fn events(
     plan: &Plan,
     commit: &str,
     drifted: &BTreeSet<HostPath>,
-    done: &BTreeSet<HostPath>,
+    progress: &Progress,
 ) -> Vec<DeployEvent> {
     let mut out = Vec::new();
-    for step in plan.steps.iter().filter(|s| done.contains(&s.path)) {
+    for step in plan
+        .steps
+        .iter()
+        .filter(|s| progress.done.contains(&s.path))
+    {
         let (kind, what) = match (&step.reason, &step.action) {
             (_, Action::Restore) => ("restored", "original restored"),
             (Reason::Pruned, _) => ("pruned", "pruned"),
             _ if drifted.contains(&step.path) => ("drift-repaired", "drift repaired"),
             _ => continue,
         };
+        let note = progress
+            .notes
+            .get(&step.path)
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default();
         out.push(DeployEvent {
             kind,
             path: step.path.to_string(),
-            message: format!("{what}: {step} (commit {commit})"),
+            message: format!("{what}: {step} (commit {commit}){note}"),
         });
     }
     out

@@ -13,7 +13,10 @@
 //! a newer commit prunes what it created and restores what it took over.
 //!
 //! Originals are kept of the paths a deployment takes over (writes, chmods, chowns), never of
-//! what `absent` removes: absent means gone, and a dropped absent entry restores nothing.
+//! what `absent` removes: absent means gone, and a dropped absent entry restores nothing. A
+//! file's original is its content, mode, owner, modification time and extended attributes,
+//! restored in that order (a chown clears `security.capability`); one larger than 1 GiB
+//! (`MAX_ORIGINAL`) is refused when the plan is made.
 //!
 //! Where a cycle goes: the newest trusted commit, unless it is marked bad; then the newest
 //! successful deployment of a commit that is not. A rollback goes to the newest successful
@@ -85,6 +88,22 @@ pub enum ApplyError {
     },
     #[error("{path} is on a read-only filesystem; nothing was changed")]
     ReadOnly { path: HostPath },
+    #[error(
+        "cannot take over {path}: it is {}, more than outpost keeps as an original ({}); move it away by hand or leave it out of the manifest",
+        bytesize::ByteSize(*.size).display().iec(),
+        bytesize::ByteSize(*.max).display().iec()
+    )]
+    OriginalTooLarge { path: HostPath, size: u64, max: u64 },
+    #[error(
+        "not enough free space on the filesystem holding {path}: {} needed with a margin, {} available; nothing was changed, free some space and apply again",
+        bytesize::ByteSize(*.needed).display().iec(),
+        bytesize::ByteSize(*.available).display().iec()
+    )]
+    NoSpace {
+        path: HostPath,
+        needed: u64,
+        available: u64,
+    },
     #[error("cannot determine the user running outpost for apply.set_owner = false")]
     CurrentUser(#[source] nix::Error),
 }
@@ -433,6 +452,7 @@ impl Cycle {
             source,
         })?;
         let mut plan = plan;
+        execute::check_originals(&plan, &seen, &managed, &originals)?;
         fill_sizes(&mut plan, objects);
         tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {

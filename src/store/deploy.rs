@@ -68,9 +68,14 @@ pub(super) const MIGRATION: &str = "CREATE TABLE deployments (
     ALTER TABLE events ADD COLUMN deployment_id INTEGER;";
 
 /// Migration 3: whether a journalled step creates or changes its path (not a removal or a
-/// restore), so the paths an unfinished deployment may have left count as managed.
-pub(super) const JOURNAL_TOUCHES: &str =
-    "ALTER TABLE journal ADD COLUMN touches INTEGER NOT NULL DEFAULT 1;";
+/// restore), so the paths an unfinished deployment may have left count as managed; and what
+/// else is kept of an original file: its modification time, its extended attributes (name and
+/// value, each prefixed by its length as 4 bytes little-endian) and a note for its restore.
+pub(super) const MIGRATION_3: &str =
+    "ALTER TABLE journal ADD COLUMN touches INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE originals ADD COLUMN mtime_ns INTEGER;
+    ALTER TABLE originals ADD COLUMN xattrs BLOB;
+    ALTER TABLE originals ADD COLUMN note TEXT;";
 
 /// The stat data a managed file had when its content was last known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +116,41 @@ pub struct Original {
     pub uid: u32,
     pub gid: u32,
     pub target: Option<String>,
+    /// A file's modification time, ns since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// A file's extended attributes: (name, value).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What its restore should say (a hard link restored as a file of its own).
+    pub note: Option<String>,
+}
+
+/// Extended attributes as kept: each name and value prefixed by its length.
+fn encode_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    if xattrs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for part in xattrs.iter().flat_map(|(n, v)| [n, v]) {
+        out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    Some(out)
+}
+
+/// The inverse of [`encode_xattrs`]; what does not decode is dropped.
+fn decode_xattrs(mut bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut take = || -> Option<Vec<u8>> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (part, rest) = rest.split_at_checked(len)?;
+        bytes = rest;
+        Some(part.to_vec())
+    };
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (take(), take()) {
+        out.push((name, value));
+    }
+    out
 }
 
 /// A deployment as `history` and `status` show it.
@@ -283,12 +323,26 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The size of the kept original of `path`, if it is a file.
+    pub fn original_size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        let size: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT length(bytes) FROM originals WHERE path = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(size.flatten().map(to_u64))
+    }
+
     /// The original of `path`, if outpost took it over.
     pub fn original(&self, path: &str) -> Result<Option<Original>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT path, kind, bytes, mode, uid, gid, target FROM originals WHERE path = ?1",
+                "SELECT path, kind, bytes, mode, uid, gid, target, mtime_ns, xattrs, note
+                 FROM originals WHERE path = ?1",
                 [path],
                 |r| {
                     Ok(Original {
@@ -299,6 +353,12 @@ impl Store {
                         uid: u32_of(r.get(4)?).unwrap_or(0),
                         gid: u32_of(r.get(5)?).unwrap_or(0),
                         target: r.get(6)?,
+                        mtime_ns: r.get(7)?,
+                        xattrs: r
+                            .get::<_, Option<Vec<u8>>>(8)?
+                            .map(|b| decode_xattrs(&b))
+                            .unwrap_or_default(),
+                        note: r.get(9)?,
                     })
                 },
             )
@@ -331,8 +391,9 @@ impl Store {
                 journal.execute(params![id, to_i64(seq as u64), s.path, s.step, s.touches])?;
             }
             let mut keep = tx.prepare(
-                "INSERT OR IGNORE INTO originals (path, kind, bytes, mode, uid, gid, target, saved)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO originals
+                     (path, kind, bytes, mode, uid, gid, target, saved, mtime_ns, xattrs, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for o in begin.originals {
                 keep.execute(params![
@@ -343,7 +404,10 @@ impl Store {
                     o.uid,
                     o.gid,
                     o.target,
-                    to_i64(now())
+                    to_i64(now()),
+                    o.mtime_ns,
+                    encode_xattrs(&o.xattrs),
+                    o.note,
                 ])?;
             }
             insert_events(&tx, begin.events, id)?;
@@ -613,4 +677,21 @@ fn insert_events(
         event.execute(params![to_i64(now()), e.kind, e.path, e.message, id])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_attributes_round_trip() {
+        let xattrs = vec![
+            (b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 32]),
+            (b"user.empty".to_vec(), Vec::new()),
+        ];
+        let encoded = encode_xattrs(&xattrs).unwrap_or_default();
+        assert_eq!(decode_xattrs(&encoded), xattrs);
+        assert_eq!(encode_xattrs(&[]), None);
+        assert_eq!(decode_xattrs(&encoded[..encoded.len() - 1]).len(), 1);
+    }
 }

@@ -82,7 +82,7 @@ const MIGRATIONS: &[M] = &[
     ALTER TABLE bundles ADD COLUMN last_seen INTEGER;
     CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
     ),
-    M::up(deploy::JOURNAL_TOUCHES),
+    M::up(deploy::MIGRATION_3),
 ];
 
 #[derive(Debug, thiserror::Error)]

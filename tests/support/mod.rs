@@ -365,6 +365,15 @@ impl Fleet {
         tree_snapshot(&self.host())
     }
 
+    /// Every path under the host root with its size: for hosts holding files too large to
+    /// hash in a test.
+    pub fn host_snapshot_sizes(&self) -> Result<BTreeMap<PathBuf, u64>> {
+        Ok(walk(&self.host())?
+            .into_iter()
+            .map(|(rel, _, meta)| (rel, meta.len()))
+            .collect())
+    }
+
     /// A copy of this fleet's host, state and config in a new directory `name`: for running
     /// the same step many times from the same start.
     pub fn copy(&self, name: &str) -> Result<Copy> {
