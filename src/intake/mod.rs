@@ -256,7 +256,7 @@ pub fn import(
                 }
                 verdict => {
                     if let Verdict::Accepted(acc) = &verdict {
-                        ctx.mark = Some(acc.mark.clone());
+                        ctx.mark = Some(acc.trusted.mark.clone());
                         progress = true;
                     }
                     reports.push(settle(&store, &objects, &ctx.tracked_ref, path, verdict)?);
@@ -321,24 +321,29 @@ fn settle(
 ) -> Result<Report, IntakeError> {
     let outcome = match verdict {
         Verdict::Accepted(acc) => {
-            let outcome = accepted_outcome(&acc);
-            let message = format!("{tracked_ref} -> {}", acc.tip);
+            let outcome = accepted_outcome(&acc.trusted);
+            let judge::Accepted {
+                staged,
+                record,
+                trusted,
+            } = *acc;
+            let message = format!("{tracked_ref} -> {}", trusted.tip);
             let started = std::time::Instant::now();
-            acc.quarantine.promote(objects)?;
+            trusted.quarantine.promote(objects)?;
             tracing::debug!(elapsed = ?started.elapsed(), "pack moved into the object store");
             let started = std::time::Instant::now();
             store.record_accepted(
-                &acc.record,
-                acc.staged.file.path(),
-                &acc.commit,
-                &acc.mark,
+                &record,
+                staged.file.path(),
+                &trusted.commit,
+                &trusted.mark,
                 &message,
             )?;
             tracing::debug!(elapsed = ?started.elapsed(), "verdict and bundle bytes recorded");
-            objects.set_ref(tracked_ref, acc.tip)?;
+            objects.set_ref(tracked_ref, trusted.tip)?;
             tracing::info!(
-                commit = %acc.tip,
-                signer = %Escaped(&acc.signer.principal),
+                commit = %trusted.tip,
+                signer = %Escaped(&trusted.signer.principal),
                 "bundle accepted"
             );
             outcome
@@ -362,13 +367,13 @@ fn settle(
     Ok(Report { path, outcome })
 }
 
-fn accepted_outcome(acc: &judge::Accepted) -> Outcome {
+fn accepted_outcome(trusted: &judge::TrustedTip) -> Outcome {
     Outcome::Accepted {
-        commit: acc.tip.to_string(),
-        signer: acc.signer.principal.clone(),
-        previous: acc.previous.clone(),
-        rewind: acc.rewind,
-        summary: acc.summary.clone(),
+        commit: trusted.tip.to_string(),
+        signer: trusted.signer.principal.clone(),
+        previous: trusted.previous.clone(),
+        rewind: trusted.rewind,
+        summary: trusted.summary.clone(),
     }
 }
 
@@ -399,7 +404,7 @@ pub fn verify(
     let mut reports = Vec::new();
     for path in collect(&[path.to_owned()])? {
         let outcome = match judge::judge(&ctx, &path)? {
-            Verdict::Accepted(acc) => accepted_outcome(&acc),
+            Verdict::Accepted(acc) => accepted_outcome(&acc.trusted),
             Verdict::Replay { message, .. } => Outcome::Replay { message },
             Verdict::Known { sha256 } => Outcome::AlreadyImported { sha256 },
             Verdict::Refused(refused) => Outcome::Refused {
