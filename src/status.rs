@@ -2,7 +2,8 @@
 //!
 //! The serde shape is a contract for scripts: `trusted` (`commit`, `signer`, `time`) or null,
 //! `deployed` or null, `bundles` (`sha256`, `size`, `source`, `received`, `verdict`) and
-//! `rejected` (`source`, `reason`, `at`). Times are RFC 3339 in UTC.
+//! `rejected` (`source`, `reason`, `at`), `sync` (`url`, `last_success`, `last_error`, each
+//! with `at`, `outcome`, `tip`, `bytes`, `duration_ms`, `error`). Times are RFC 3339 in UTC.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,6 +31,41 @@ pub struct Status {
     pub drift: Option<Drift>,
     pub bundles: Vec<Bundle>,
     pub rejected: Vec<Rejected>,
+    /// Upstream sync: the configured URL and the newest successful and failed attempts.
+    pub sync: SyncStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncStatus {
+    pub url: Option<String>,
+    /// The newest attempt that was accepted or found the host up to date.
+    pub last_success: Option<SyncEntry>,
+    /// The newest attempt that was refused or failed.
+    pub last_error: Option<SyncEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncEntry {
+    pub at: String,
+    /// `accepted`, `up-to-date`, `refused` or `failed`.
+    pub outcome: String,
+    pub tip: Option<String>,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+impl From<store::SyncAttempt> for SyncEntry {
+    fn from(a: store::SyncAttempt) -> Self {
+        Self {
+            at: rfc3339(a.at),
+            outcome: a.outcome,
+            tip: a.tip,
+            bytes: a.bytes,
+            duration_ms: a.duration_ms,
+            error: a.error,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -140,6 +176,17 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         None => (None, None),
     };
     let drift = deployed.as_ref().map(|_| drift(config));
+    let sync = SyncStatus {
+        url: config.source.url.clone(),
+        last_success: match &store {
+            Some(s) => s.last_sync_success()?.map(SyncEntry::from),
+            None => None,
+        },
+        last_error: match &store {
+            Some(s) => s.last_sync_error()?.map(SyncEntry::from),
+            None => None,
+        },
+    };
     Ok(Status {
         host: config.host_name().to_owned(),
         state_dir: dir.clone(),
@@ -170,6 +217,7 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
                 last_at: rfc3339(r.last_seen),
             })
             .collect(),
+        sync,
     })
 }
 
@@ -344,6 +392,7 @@ impl fmt::Display for Status {
             Some(_) => writeln!(f, "drift     none")?,
             None => {}
         }
+        self.sync.fmt(f)?;
         let total: u64 = self.bundles.iter().map(|b| b.size).sum();
         writeln!(
             f,
@@ -371,6 +420,38 @@ impl fmt::Display for Status {
             };
             writeln!(f, "          {}  {}{times}", r.at, Escaped(&r.source))?;
             writeln!(f, "            {}", Escaped(&r.reason))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.url {
+            Some(url) => writeln!(f, "upstream  {}", Escaped(url))?,
+            None => writeln!(f, "upstream  none; bundle-only (set source.url to sync)")?,
+        }
+        let line = |e: &SyncEntry| {
+            let tip = e.tip.as_deref().map(short).unwrap_or("-");
+            let mut text = format!(
+                "{} {}, tip {tip}, {}",
+                e.at,
+                e.outcome,
+                count(e.bytes, "byte")
+            );
+            if let Some(error) = &e.error {
+                text.push_str(&format!(": {}", Escaped(error)));
+            }
+            text
+        };
+        if let Some(e) = &self.last_success {
+            writeln!(f, "          last success {}", line(e))?;
+        }
+        if let Some(e) = &self.last_error {
+            writeln!(f, "          last error   {}", line(e))?;
+        }
+        if self.url.is_some() && self.last_success.is_none() && self.last_error.is_none() {
+            writeln!(f, "          not synced yet; `outpost sync` fetches now")?;
         }
         Ok(())
     }

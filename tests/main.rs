@@ -11,4 +11,5 @@ mod hostile_stick;
 mod import;
 mod state;
 mod stock_bundles;
+mod sync;
 mod time_floor;

@@ -6,10 +6,17 @@
 //! tracked ref moved last. Bundles of one import are ordered by their prerequisites: one whose
 //! prerequisite is missing waits until the others were tried, so an incremental bundle applies
 //! after its base whatever the file names say.
+//!
+//! Upstream sync (`sync`, module `sync`) fetches the tracked branch from `source.url` through
+//! `remote` and judges the fetched tip with the same `judge::judge_tip` as a bundle's tip.
 
 mod judge;
 mod pack;
+pub mod remote;
 mod stage;
+mod sync;
+
+pub use sync::{SyncOutcome, SyncReport, sync};
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +109,10 @@ pub enum Refusal {
         "tip commit {tip} does not descend from the trusted commit {trusted} (history was rewritten); set trust.allow_rewind = true to accept it"
     )]
     Divergent { tip: ObjectId, trusted: ObjectId },
+    #[error(
+        "the upstream sent more than source.max_fetch_size ({max} bytes); raise the limit, or import a bundle of the branch"
+    )]
+    FetchTooBig { max: u64 },
 }
 
 /// A failure of the host rather than a verdict on a bundle.
@@ -140,6 +151,10 @@ pub enum IntakeError {
     },
     #[error("cannot load the trust policy to check {path}")]
     MirrorPolicy { path: PathBuf, source: TrustError },
+    #[error(
+        "source.url is not set: this host is bundle-only; name the upstream repository in the config to sync"
+    )]
+    NoUpstream,
 }
 
 /// What happened to one bundle file.

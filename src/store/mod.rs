@@ -7,8 +7,10 @@
 
 mod deploy;
 pub mod floor;
+mod sync;
 
 pub use deploy::{DeployEvent, Deployment, Finish, InventoryRow, Original, StatCache};
+pub use sync::SyncAttempt;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,7 @@ const MIGRATIONS: &[M] = &[
     ALTER TABLE bundles ADD COLUMN last_seen INTEGER;
     CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
     ),
+    M::up(sync::MIGRATION),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -734,7 +737,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 3)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 4)"),
             "{msg}"
         );
         Ok(())
