@@ -444,6 +444,7 @@ mod tests {
         for url in [
             "git://example.com/fleet.git",
             "git://example.com:9419/fleet.git",
+            "http://example.com:8080/fleet.git",
             "file:///srv/fleet.git",
         ] {
             let text = format!("[trust]\nallowed_signers = \"a\"\n[source]\nurl = \"{url}\"\n");

@@ -558,3 +558,221 @@ fn sync_without_a_url_is_a_usage_error() -> Result {
     );
     Ok(())
 }
+
+/// A small HTTP/1.1 server in front of `git http-backend` (CGI) serving the repositories under
+/// `base`: one request a connection, bodies by Content-Length. Stops accepting when dropped.
+struct HttpBackend {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpBackend {
+    fn start(base: &Path) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, base) = (stop.clone(), base.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let base = base.clone();
+                            std::thread::spawn(move || {
+                                let _ = serve_cgi(stream, &base);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        Ok(HttpBackend {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("http://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
+    use std::io::BufRead;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().ok_or("no method")?.to_owned(),
+        parts.next().ok_or("no target")?.to_owned(),
+    );
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let length: usize = header("content-length").map_or(Ok(0), |v| v.parse())?;
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut cgi = Command::new("git");
+    cgi.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", base)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_LENGTH", length.to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("SERVER_PROTOCOL", "HTTP/1.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(t) = header("content-type") {
+        cgi.env("CONTENT_TYPE", t);
+    }
+    if let Some(p) = header("git-protocol") {
+        cgi.env("GIT_PROTOCOL", p);
+    }
+    let mut child = cgi.spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&body));
+    let out = child.wait_with_output()?;
+    let _ = feeder.join();
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            out.stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        })
+        .ok_or("no CGI header")?;
+    let head = String::from_utf8_lossy(&out.stdout[..split.0]).into_owned();
+    let payload = &out.stdout[split.0 + split.1..];
+    let mut status = "200 OK".to_owned();
+    let mut response = String::new();
+    for h in head.lines() {
+        match h.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("status") => {
+                status = value.trim().to_owned();
+            }
+            Some(_) => response.push_str(&format!("{h}\r\n")),
+            None => {}
+        }
+    }
+    let mut stream = stream;
+    stream.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        )
+        .as_bytes(),
+    )?;
+    stream.write_all(payload)?;
+    stream.flush()?;
+    Ok(())
+}
+
+#[test]
+fn an_http_url_syncs_through_git_http_backend() -> Result {
+    let up = Upstream::new()?;
+    let server = HttpBackend::start(&up.fleet.path("served"))?;
+    let url = server.url("fleet.git");
+    up.configure(&url, "")?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with(&format!("accepted {url}: {} ", &up.first[..12])),
+        "{}",
+        run.stdout
+    );
+    let second = up.fleet.commit("outpost.toml", "# second\n")?;
+    up.push()?;
+    let (run, json) = up.sync()?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json["outcome"], "accepted");
+    assert_eq!(json["commit"], second);
+    assert!(json["bytes"].as_u64().is_some_and(|b| b < 20_000), "{json}");
+    let (run, json) = up.sync()?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(json["outcome"], "up-to-date");
+    up.fsck()
+}
+
+#[test]
+fn an_http_upstream_without_the_repository_is_a_recorded_failure() -> Result {
+    let up = Upstream::new()?;
+    let server = HttpBackend::start(&up.fleet.path("served"))?;
+    let url = server.url("elsewhere.git");
+    up.configure(&url, "")?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.starts_with(&format!("failed {url}: ")) && run.stdout.contains("HTTP 404"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        up.fleet.status()?["sync"]["last_error"]["outcome"],
+        "failed"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_http_pack_over_max_fetch_size_is_refused() -> Result {
+    let up = Upstream::new()?;
+    let server = HttpBackend::start(&up.fleet.path("served"))?;
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{}\"\nmax_fetch_size = \"64KiB\"\n",
+        server.url("fleet.git")
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("the upstream sent more than source.max_fetch_size (65536 bytes)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+    Ok(())
+}

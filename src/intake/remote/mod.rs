@@ -3,7 +3,7 @@
 //!
 //! `git://` is a TCP connection opened with `source.connect_timeout`; `file://` is a
 //! `git upload-pack` outpost spawns (git must be installed). Both speak the git protocol (v2) to
-//! gix. Every byte the upstream sends passes through a meter, which stops the fetch once
+//! gix. `http://` is git's smart HTTP through [`http`], a ureq client. Every byte the upstream sends passes through a meter, which stops the fetch once
 //! more than `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the
 //! process) at `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the
 //! tracked branch is asked for, without tags; what the host already has is negotiated from the
@@ -25,8 +25,10 @@ use gix::remote::Direction;
 
 use crate::repo::Quarantine;
 
+mod http;
+
 /// The URL schemes `source.url` may use.
-pub const SCHEMES: &[&str] = &["git", "file"];
+pub const SCHEMES: &[&str] = &["git", "http", "file"];
 
 /// Largest part of a spawned `git upload-pack`'s stderr kept for the error message.
 const MAX_STDERR: usize = 4 << 10;
@@ -54,7 +56,7 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
             supported()
         ));
     }
-    if parsed.scheme == gix::url::Scheme::Git && parsed.host().is_none() {
+    if parsed.scheme != gix::url::Scheme::File && parsed.host().is_none() {
         return Err(format!("{url:?} names no host"));
     }
     Ok(parsed)
@@ -129,6 +131,8 @@ impl<R: Read> Read for Metered<R> {
 enum Closer {
     Tcp(TcpStream),
     Process(Arc<Mutex<Child>>),
+    /// The HTTP client bounds each request itself; the watchdog only interrupts gix.
+    Nothing,
 }
 
 impl Closer {
@@ -143,6 +147,7 @@ impl Closer {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .kill();
             }
+            Closer::Nothing => {}
         }
     }
 }
@@ -299,6 +304,18 @@ pub fn fetch(
                 Err(e) => return Err(failed(&e, &process.finish())),
             }
         }
+        gix::url::Scheme::Http => {
+            let _watchdog = Watchdog::start(deadline, Closer::Nothing, meter.clone());
+            let client = http::Client::new(&limits, meter.clone(), deadline);
+            let transport = gix_transport::client::blocking_io::http::connect_http(
+                client,
+                url.clone(),
+                Protocol::V2,
+                false,
+            );
+            receive(quarantine, transport, url, tracked_ref, &meter, limits)
+                .map_err(|e| failed(&e, ""))?
+        }
         other => {
             return Err(FetchError::Failed(format!(
                 "{} is not a supported scheme",
@@ -318,17 +335,16 @@ pub fn fetch(
 }
 
 /// Runs gix's fetch over `connection`: the tip of the tracked branch, and whether a pack came.
-fn receive<R, W>(
+fn receive<T>(
     quarantine: &Quarantine,
-    connection: Connection<R, W>,
+    connection: T,
     url: &gix::Url,
     tracked_ref: &str,
     meter: &Meter,
     limits: Limits,
 ) -> Result<(ObjectId, bool), String>
 where
-    R: std::io::Read + Send,
-    W: std::io::Write + Send,
+    T: gix::protocol::transport::client::blocking_io::Transport,
 {
     let mut repo = quarantine.repo().clone();
     {
