@@ -74,6 +74,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fetch the tracked branch from source.url now; exit 1 when refused or failed
+    Sync {
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the trusted and deployed commits, drift, cached and rejected bundles
     Status {
         #[arg(long)]
@@ -115,7 +121,9 @@ enum Failure {
 impl From<IntakeError> for Failure {
     fn from(e: IntakeError) -> Self {
         match e {
-            IntakeError::Store(StoreError::Newer { .. }) => Failure::Usage(e.into()),
+            IntakeError::Store(StoreError::Newer { .. }) | IntakeError::NoUpstream => {
+                Failure::Usage(e.into())
+            }
             e => Failure::Failed(e.into()),
         }
     }
@@ -279,6 +287,19 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
                 print_report(report, *json)?;
             }
             Ok(exit_for(reports.iter().any(|r| r.outcome.is_refused())))
+        }
+        Command::Sync { json } => {
+            let policy = load_policy(&config)?;
+            let report = intake::sync(&config, &policy)?;
+            if *json {
+                let line = serde_json::to_string(&report)
+                    .context("cannot encode report")
+                    .map_err(Failure::Failed)?;
+                say(&format!("{line}\n"));
+            } else {
+                say(&format!("{report}\n"));
+            }
+            Ok(exit_for(!report.succeeded()))
         }
         Command::Plan { stat } => run_plan(&config, *stat),
         Command::Apply => run_apply(&config, Goal::Newest),

@@ -128,6 +128,15 @@ pub struct SourceConfig {
     /// The most one object of a bundle may inflate to: bounds the memory of indexing.
     #[serde(default = "default_max_object_size")]
     pub max_object_size: ByteSize,
+    /// The most bytes one upstream fetch may transfer.
+    #[serde(default = "default_max_fetch_size")]
+    pub max_fetch_size: ByteSize,
+    /// How long connecting to `url` may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long one whole fetch may take.
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +175,15 @@ fn default_max_bundle_size() -> ByteSize {
 }
 fn default_max_object_size() -> ByteSize {
     ByteSize::mib(64)
+}
+fn default_max_fetch_size() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(365 * 86_400)
@@ -222,6 +240,9 @@ impl Default for SourceConfig {
             spool: None,
             max_bundle_size: default_max_bundle_size(),
             max_object_size: default_max_object_size(),
+            max_fetch_size: default_max_fetch_size(),
+            connect_timeout: default_connect_timeout(),
+            fetch_timeout: default_fetch_timeout(),
         }
     }
 }
@@ -305,6 +326,9 @@ impl Config {
         }
         if self.source.max_bundle_size.as_u64() == 0 {
             return Err("source.max_bundle_size must be greater than zero".to_owned());
+        }
+        if let Some(url) = &self.source.url {
+            crate::intake::remote::check_url(url).map_err(|e| format!("source.url: {e}"))?;
         }
         Ok(())
     }
@@ -411,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             c.source.url.as_deref(),
-            Some("https://git.example.com/fleet.git")
+            Some("git://git.example.com/fleet.git")
         );
         Ok(())
     }
@@ -455,6 +479,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn an_unknown_url_scheme_names_the_key() {
+        for url in [
+            "ftp://example.com/fleet.git",
+            "ssh://git@example.com/fleet.git",
+            "git@example.com:fleet.git",
+            "/srv/fleet.git",
+            "fleet",
+        ] {
+            let msg = parse(&format!(
+                "[trust]\nallowed_signers = \"a\"\n[source]\nurl = \"{url}\"\n"
+            ))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+            assert!(msg.contains("source.url: "), "{url}: {msg}");
+        }
+        for url in [
+            "git://example.com/fleet.git",
+            "git://example.com:9419/fleet.git",
+            "http://example.com:8080/fleet.git",
+            "file:///srv/fleet.git",
+        ] {
+            let text = format!("[trust]\nallowed_signers = \"a\"\n[source]\nurl = \"{url}\"\n");
+            assert!(parse(&text).is_ok(), "{url}");
+        }
     }
 
     #[test]

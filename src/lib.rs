@@ -3,10 +3,11 @@
 //! # Data flow
 //!
 //! ```text
-//!  bundle file / stick ─> intake ─> trust ─> repo + store ─> manifest ─> plan ─> apply ─> host
-//!                         (stage,   (SSHSIG   (objects/,      (this       (pure)  (journal,
-//!                          hash)     of file   outpost.db,     host's             files,
-//!                                    and tip)  floor mirror)   entries)           inventory)
+//!  bundle file / stick ──┐
+//!  upstream (gix fetch) ─┴─> intake ─> trust ─> repo + store ─> manifest ─> plan ─> apply ─> host
+//!                            (stage,   (SSHSIG   (objects/,      (this       (pure)  (journal,
+//!                             hash or   of file   outpost.db,     host's             files,
+//!                             fetch)    and tip)  floor mirror)   entries)           inventory)
 //! ```
 //!
 //! A bundle's `.sig` is read first and its signer checked against the policy; only then is
@@ -40,9 +41,11 @@
 //!   ancestry, commit signatures, the tracked ref.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
 //!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
-//!   the originals; the private state dir.
+//!   the originals; the private state dir; upstream sync attempts.
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
-//!   `intake::spool` decides when a dropped bundle has arrived whole.
+//!   `intake::spool` decides when a dropped bundle has arrived whole; upstream sync
+//!   ([`intake::sync`]): the tracked branch fetched from `source.url` with gix into a
+//!   quarantine, its tip judged by the same function as a bundle's tip.
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
 //! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
@@ -59,8 +62,11 @@
 //!
 //! * Architecture invariant: nothing of a bundle is parsed before its signature is verified
 //!   against the staged copy; only the staged copy is read afterwards.
-//! * Architecture invariant: objects of a bundle reach `objects/` only after the whole bundle,
-//!   including the tip commit's signature and ancestry, was accepted.
+//! * Architecture invariant: objects of a bundle or a fetch reach `objects/` only after the
+//!   whole bundle or fetched pack, including the tip commit's signature and ancestry, was
+//!   accepted. A fetched tip meets exactly a bundle tip's rules (`intake::judge::judge_tip`).
+//! * Network failures only affect fetching: they are recorded in `sync_attempts` and never
+//!   change the trusted commit or the host.
 //! * The high-water mark never moves back: a replayed older state is a no-op, a divergent one
 //!   is refused unless `trust.allow_rewind`, and the time floor only grows.
 //! * Key validity is judged at the later of the time floor (the newest accepted committer time)

@@ -330,6 +330,17 @@ impl Quarantine {
         self.repo.has_object(oid)
     }
 
+    /// The quarantine's repository, for fetching into it; [`Self::reopen`] after.
+    pub fn repo(&self) -> &gix::Repository {
+        &self.repo
+    }
+
+    /// Opens the quarantine anew, so that packs written into it since are seen.
+    pub fn reopen(&mut self) -> Result<(), RepoError> {
+        self.repo = open(self.repo.git_dir())?;
+        Ok(())
+    }
+
     /// Indexes the pack read from `pack` (which must end exactly at the pack trailer) into the
     /// quarantine, completing thin packs from the trusted store.
     ///

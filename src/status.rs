@@ -2,7 +2,8 @@
 //!
 //! The serde shape is a contract for scripts: `trusted` (`commit`, `signer`, `time`) or null,
 //! `deployed` or null, `bundles` (`sha256`, `size`, `source`, `received`, `verdict`) and
-//! `rejected` (`source`, `reason`, `at`). Times are RFC 3339 in UTC.
+//! `rejected` (`source`, `reason`, `at`), `sync` (`url`, `last_success`, `last_error`, each
+//! with `at`, `outcome`, `tip`, `bytes`, `duration_ms`, `error`). Times are RFC 3339 in UTC.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ pub struct Status {
     pub rejected_total: u64,
     /// Bundles in the spool directory not taken yet, and what each waits for.
     pub spool: Vec<crate::intake::spool::Pending>,
+    /// Upstream sync: the configured URL and the newest successful and failed attempts.
+    pub sync: SyncStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +53,43 @@ pub struct LastDeployment {
     pub started_unix: u64,
     /// How long it took; null while it runs or when it was interrupted.
     pub duration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncStatus {
+    pub url: Option<String>,
+    /// The newest attempt that was accepted or found the host up to date.
+    pub last_success: Option<SyncEntry>,
+    /// The newest attempt that was refused or failed.
+    pub last_error: Option<SyncEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncEntry {
+    pub at: String,
+    /// `at` in Unix seconds, for metrics.
+    #[serde(skip)]
+    pub at_unix: u64,
+    /// `accepted`, `up-to-date`, `refused` or `failed`.
+    pub outcome: String,
+    pub tip: Option<String>,
+    pub bytes: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+impl From<store::SyncAttempt> for SyncEntry {
+    fn from(a: store::SyncAttempt) -> Self {
+        Self {
+            at: rfc3339(a.at),
+            at_unix: a.at,
+            outcome: a.outcome,
+            tip: a.tip,
+            bytes: a.bytes,
+            duration_ms: a.duration_ms,
+            error: a.error,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -175,6 +215,17 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         None => (0, 0),
     };
     let drift = deployed.as_ref().map(|_| drift(config));
+    let sync = SyncStatus {
+        url: config.source.url.clone(),
+        last_success: match &store {
+            Some(s) => s.last_sync_success()?.map(SyncEntry::from),
+            None => None,
+        },
+        last_error: match &store {
+            Some(s) => s.last_sync_error()?.map(SyncEntry::from),
+            None => None,
+        },
+    };
     Ok(Status {
         host: config.host_name().to_owned(),
         state_dir: dir.clone(),
@@ -209,6 +260,7 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         bad_commits,
         rejected_total,
         spool: crate::intake::spool::pending(&config.spool_dir()),
+        sync,
     })
 }
 
@@ -387,6 +439,7 @@ impl fmt::Display for Status {
             Some(_) => writeln!(f, "drift     none")?,
             None => {}
         }
+        self.sync.fmt(f)?;
         let total: u64 = self.bundles.iter().map(|b| b.size).sum();
         writeln!(
             f,
@@ -425,6 +478,38 @@ impl fmt::Display for Status {
             };
             writeln!(f, "          {}  {}{times}", r.at, Escaped(&r.source))?;
             writeln!(f, "            {}", Escaped(&r.reason))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.url {
+            Some(url) => writeln!(f, "upstream  {}", Escaped(url))?,
+            None => writeln!(f, "upstream  none; bundle-only (set source.url to sync)")?,
+        }
+        let line = |e: &SyncEntry| {
+            let tip = e.tip.as_deref().map(short).unwrap_or("-");
+            let mut text = format!(
+                "{} {}, tip {tip}, {}",
+                e.at,
+                e.outcome,
+                count(e.bytes, "byte")
+            );
+            if let Some(error) = &e.error {
+                text.push_str(&format!(": {}", Escaped(error)));
+            }
+            text
+        };
+        if let Some(e) = &self.last_success {
+            writeln!(f, "          last success {}", line(e))?;
+        }
+        if let Some(e) = &self.last_error {
+            writeln!(f, "          last error   {}", line(e))?;
+        }
+        if self.url.is_some() && self.last_success.is_none() && self.last_error.is_none() {
+            writeln!(f, "          not synced yet; `outpost sync` fetches now")?;
         }
         Ok(())
     }

@@ -20,5 +20,6 @@ mod rollback;
 mod secrets;
 mod state;
 mod stock_bundles;
+mod sync;
 mod time_floor;
 mod usb;

@@ -8,17 +8,8 @@ use std::path::Path;
 
 use crate::status::Status;
 
-/// What the daemon knows beside the status: its own upstream contact.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Upstream {
-    /// Unix seconds of the last successful sync.
-    pub last_success: Option<u64>,
-    /// Unix seconds of the last time upstream answered at all.
-    pub last_contact: Option<u64>,
-}
-
 /// The exposition text for `status` as of `now` (Unix seconds).
-pub fn render(status: &Status, upstream: Upstream, now: u64) -> String {
+pub fn render(status: &Status, now: u64) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, labels: &str, value: String| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -102,14 +93,22 @@ pub fn render(status: &Status, upstream: Upstream, now: u64) -> String {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {value}");
     };
-    if let Some(t) = upstream.last_success {
+    let last_success = status.sync.last_success.as_ref().map(|e| e.at_unix);
+    // A refused fetch still heard from upstream; a failed one did not.
+    let last_refused = status
+        .sync
+        .last_error
+        .as_ref()
+        .filter(|e| e.outcome == "refused")
+        .map(|e| e.at_unix);
+    if let Some(t) = last_success {
         gauge(
             "outpost_last_sync_success_timestamp_seconds",
             "When the last upstream sync succeeded, Unix seconds.",
             t,
         );
     }
-    if let Some(t) = upstream.last_contact {
+    if let Some(t) = last_success.max(last_refused) {
         gauge(
             "outpost_upstream_contact_age_seconds",
             "Seconds since upstream last answered.",
@@ -147,7 +146,7 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Deployed, Drift, LastDeployment};
+    use crate::status::{Deployed, Drift, LastDeployment, SyncEntry, SyncStatus};
 
     fn status() -> Status {
         Status {
@@ -182,6 +181,23 @@ mod tests {
             bad_commits: 1,
             rejected_total: 7,
             spool: Vec::new(),
+            sync: SyncStatus {
+                url: Some("git://fleet.example.com/fleet.git".into()),
+                last_success: Some(entry(1_800_000_000, "up-to-date")),
+                last_error: Some(entry(1_800_000_100, "refused")),
+            },
+        }
+    }
+
+    fn entry(at: u64, outcome: &str) -> SyncEntry {
+        SyncEntry {
+            at: String::new(),
+            at_unix: at,
+            outcome: outcome.into(),
+            tip: None,
+            bytes: 0,
+            duration_ms: 0,
+            error: None,
         }
     }
 
@@ -198,11 +214,7 @@ mod tests {
 
     #[test]
     fn renders_the_exposition_format() {
-        let upstream = Upstream {
-            last_success: Some(1_800_000_000),
-            last_contact: Some(1_800_000_100),
-        };
-        let text = render(&status(), upstream, 1_800_000_160);
+        let text = render(&status(), 1_800_000_160);
         let got = samples(&text);
         let want = [
             (

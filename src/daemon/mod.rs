@@ -284,7 +284,7 @@ impl Daemon {
         let config = self.config.clone();
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let status = crate::status::gather(&config)?;
-            let text = metrics::render(&status, metrics::Upstream::default(), crate::store::now());
+            let text = metrics::render(&status, crate::store::now());
             metrics::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))
         })
         .await;

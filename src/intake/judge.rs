@@ -4,6 +4,9 @@
 //! Nothing here writes outside the staging area: the verdict is returned to the caller, which
 //! records it (`import`) or only reports it (`verify`).
 //!
+//! The second half, from an indexed pack to the verdict on its tip, is [`judge_tip`]: upstream
+//! sync calls it on a fetched pack, so a tip is judged the same whatever brought it.
+//!
 //! # Refuse or fail: the rule
 //!
 //! Judging a bundle ends in a [`Verdict`] — accepted, replay, known, or refused — or, only when
@@ -52,8 +55,13 @@ pub struct Context<'a> {
 /// A bundle that passed every check, with what it takes to make it trusted.
 pub struct Accepted {
     pub staged: Staged,
-    pub quarantine: Quarantine,
     pub record: BundleRecord,
+    pub trusted: TrustedTip,
+}
+
+/// A tip commit that passed every check, with the quarantine holding its objects.
+pub struct TrustedTip {
+    pub quarantine: Quarantine,
     pub commit: CommitRecord,
     pub tip: ObjectId,
     pub signer: Signer,
@@ -62,6 +70,15 @@ pub struct Accepted {
     pub previous: Option<String>,
     pub rewind: bool,
     pub summary: String,
+}
+
+/// The verdict on a tip commit that was not refused.
+pub enum TipVerdict {
+    Trusted(Box<TrustedTip>),
+    /// The tip is the trusted commit or older: nothing changes.
+    Replay {
+        message: String,
+    },
 }
 
 pub enum Verdict {
@@ -241,12 +258,36 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
     // Only the tracked ref matters; tags, other branches, notes and HEAD are never read.
     quarantine.check_tip(tip, &ctx.tracked_ref)?;
     tracing::debug!(elapsed = ?started.elapsed(), "pack indexed");
+    match judge_tip(ctx, quarantine, tip, &mut learnt.commit)? {
+        TipVerdict::Replay { message } => Ok(Verdict::Replay {
+            record: learnt.record.clone(),
+            message,
+        }),
+        TipVerdict::Trusted(trusted) => Ok(Verdict::Accepted(Box::new(Accepted {
+            staged,
+            record: learnt.record.clone(),
+            trusted: *trusted,
+        }))),
+    }
+}
+
+/// Judges `tip`, whose objects are in `quarantine` (a bundle's pack, or a fetched one) or
+/// already in the store: the pack is complete, the tip's date is plausible, and unless it is
+/// the trusted commit or older, it is signed by an allowed signer and descends from the trusted
+/// commit (or `trust.allow_rewind`). `commit` is filled in as the tip is learnt, for the record
+/// of a refusal. Both intake paths, bundles and upstream sync, end here.
+pub fn judge_tip(
+    ctx: &Context<'_>,
+    quarantine: Quarantine,
+    tip: ObjectId,
+    commit: &mut Option<CommitRecord>,
+) -> Result<TipVerdict, Fault> {
     let started = std::time::Instant::now();
     quarantine.check_connected(tip, ctx.objects, ctx.max_object)?;
     tracing::debug!(elapsed = ?started.elapsed(), "connectivity checked");
     let info = quarantine.commit_info(tip)?;
     let committed = plausible_time(ctx, tip, &info)?;
-    learnt.commit = Some(CommitRecord {
+    *commit = Some(CommitRecord {
         oid: tip.to_string(),
         signer: None,
         fingerprint: None,
@@ -263,10 +304,7 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
         } else {
             format!("replay: {tip} is older than the trusted commit {trusted}; nothing changes")
         };
-        return Ok(Verdict::Replay {
-            record: learnt.record.clone(),
-            message,
-        });
+        return Ok(TipVerdict::Replay { message });
     }
     let floor = ctx.mark.as_ref().map_or(0, |m| m.floor);
     let Some((sig, payload)) = &info.signature else {
@@ -284,13 +322,13 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
             name: ctx.tracked_ref.clone(),
             source: Box::new(source),
         })?;
-    let commit = CommitRecord {
+    let record = CommitRecord {
         oid: tip.to_string(),
         signer: Some(tip_signer.principal.clone()),
         fingerprint: Some(tip_signer.fingerprint.clone()),
         committed: Some(committed),
     };
-    learnt.commit = Some(commit.clone());
+    *commit = Some(record.clone());
     let mut rewind = false;
     if let Some(trusted) = trusted
         && !quarantine.is_ancestor(trusted, tip)?
@@ -307,11 +345,9 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
         fingerprint: tip_signer.fingerprint.clone(),
         accepted_at: crate::store::now(),
     };
-    Ok(Verdict::Accepted(Box::new(Accepted {
-        staged,
+    Ok(TipVerdict::Trusted(Box::new(TrustedTip {
         quarantine,
-        record: learnt.record.clone(),
-        commit,
+        commit: record,
         tip,
         signer: tip_signer,
         mark,

@@ -6,12 +6,19 @@
 //! tracked ref moved last. Bundles of one import are ordered by their prerequisites: one whose
 //! prerequisite is missing waits until the others were tried, so an incremental bundle applies
 //! after its base whatever the file names say.
+//!
+//! Upstream sync (`sync`, module `sync`) fetches the tracked branch from `source.url` through
+//! `remote` and judges the fetched tip with the same `judge::judge_tip` as a bundle's tip.
 
 mod judge;
 mod pack;
+pub mod remote;
 pub mod spool;
 mod stage;
+mod sync;
 pub mod usb;
+
+pub use sync::{SyncOutcome, SyncReport, sync};
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +111,10 @@ pub enum Refusal {
         "tip commit {tip} does not descend from the trusted commit {trusted} (history was rewritten); set trust.allow_rewind = true to accept it"
     )]
     Divergent { tip: ObjectId, trusted: ObjectId },
+    #[error(
+        "the upstream sent more than source.max_fetch_size ({max} bytes); raise the limit, or import a bundle of the branch"
+    )]
+    FetchTooBig { max: u64 },
 }
 
 /// A failure of the host rather than a verdict on a bundle.
@@ -142,6 +153,10 @@ pub enum IntakeError {
     },
     #[error("cannot load the trust policy to check {path}")]
     MirrorPolicy { path: PathBuf, source: TrustError },
+    #[error(
+        "source.url is not set: this host is bundle-only; name the upstream repository in the config to sync"
+    )]
+    NoUpstream,
 }
 
 /// What happened to one bundle file.
@@ -258,7 +273,7 @@ pub fn import(
                 }
                 verdict => {
                     if let Verdict::Accepted(acc) = &verdict {
-                        ctx.mark = Some(acc.mark.clone());
+                        ctx.mark = Some(acc.trusted.mark.clone());
                         progress = true;
                     }
                     reports.push(settle(&store, &objects, &ctx.tracked_ref, path, verdict)?);
@@ -323,24 +338,29 @@ fn settle(
 ) -> Result<Report, IntakeError> {
     let outcome = match verdict {
         Verdict::Accepted(acc) => {
-            let outcome = accepted_outcome(&acc);
-            let message = format!("{tracked_ref} -> {}", acc.tip);
+            let outcome = accepted_outcome(&acc.trusted);
+            let judge::Accepted {
+                staged,
+                record,
+                trusted,
+            } = *acc;
+            let message = format!("{tracked_ref} -> {}", trusted.tip);
             let started = std::time::Instant::now();
-            acc.quarantine.promote(objects)?;
+            trusted.quarantine.promote(objects)?;
             tracing::debug!(elapsed = ?started.elapsed(), "pack moved into the object store");
             let started = std::time::Instant::now();
             store.record_accepted(
-                &acc.record,
-                acc.staged.file.path(),
-                &acc.commit,
-                &acc.mark,
+                &record,
+                staged.file.path(),
+                &trusted.commit,
+                &trusted.mark,
                 &message,
             )?;
             tracing::debug!(elapsed = ?started.elapsed(), "verdict and bundle bytes recorded");
-            objects.set_ref(tracked_ref, acc.tip)?;
+            objects.set_ref(tracked_ref, trusted.tip)?;
             tracing::info!(
-                commit = %acc.tip,
-                signer = %Escaped(&acc.signer.principal),
+                commit = %trusted.tip,
+                signer = %Escaped(&trusted.signer.principal),
                 "bundle accepted"
             );
             outcome
@@ -364,13 +384,13 @@ fn settle(
     Ok(Report { path, outcome })
 }
 
-fn accepted_outcome(acc: &judge::Accepted) -> Outcome {
+fn accepted_outcome(trusted: &judge::TrustedTip) -> Outcome {
     Outcome::Accepted {
-        commit: acc.tip.to_string(),
-        signer: acc.signer.principal.clone(),
-        previous: acc.previous.clone(),
-        rewind: acc.rewind,
-        summary: acc.summary.clone(),
+        commit: trusted.tip.to_string(),
+        signer: trusted.signer.principal.clone(),
+        previous: trusted.previous.clone(),
+        rewind: trusted.rewind,
+        summary: trusted.summary.clone(),
     }
 }
 
@@ -401,7 +421,7 @@ pub fn verify(
     let mut reports = Vec::new();
     for path in collect(&[path.to_owned()])? {
         let outcome = match judge::judge(&ctx, &path)? {
-            Verdict::Accepted(acc) => accepted_outcome(&acc),
+            Verdict::Accepted(acc) => accepted_outcome(&acc.trusted),
             Verdict::Replay { message, .. } => Outcome::Replay { message },
             Verdict::Known { sha256 } => Outcome::AlreadyImported { sha256 },
             Verdict::Refused(refused) => Outcome::Refused {

@@ -10,12 +10,14 @@
 mod deploy;
 pub mod floor;
 mod secure;
+mod sync;
 
 pub use deploy::{
     Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
     StatCache,
 };
 pub use secure::prepare_state_dir;
+pub use sync::SyncAttempt;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,7 @@ const MIGRATIONS: &[M] = &[
     CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
     ),
     M::up(deploy::MIGRATION_3),
+    M::up(sync::MIGRATION),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -832,7 +835,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 4)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 5)"),
             "{msg}"
         );
         Ok(())
