@@ -10,12 +10,12 @@ use crate::support::{BIN, Fleet, Result};
 
 const MANIFEST: &str = "[[file]]\npath = \"/etc/app.conf\"\nsource = \"files/app.conf\"\n";
 
-/// A running daemon with a `NOTIFY_SOCKET` of the test's own; SIGTERM and wait on drop.
+/// A running daemon with a `NOTIFY_SOCKET` of the test's own, read all the time by a thread
+/// as systemd would (a full socket would block the daemon); SIGTERM and wait on drop.
 struct Daemon {
     child: Child,
-    notify: UnixDatagram,
     /// Every notify message received so far, in order.
-    said: Vec<String>,
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _socket_dir: tempfile::TempDir,
 }
 
@@ -24,7 +24,18 @@ impl Daemon {
         let socket_dir = tempfile::tempdir()?;
         let socket = socket_dir.path().join("notify");
         let notify = UnixDatagram::bind(&socket)?;
-        notify.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = said.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            // Ends when the socket's directory is removed with the test.
+            while let Ok(n) = notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(message);
+            }
+        });
         let log = std::fs::File::create(fleet.path("daemon.log"))?;
         let child = Command::new(BIN)
             .arg("--config")
@@ -39,8 +50,7 @@ impl Daemon {
             .spawn()?;
         Ok(Self {
             child,
-            notify,
-            said: Vec::new(),
+            said,
             _socket_dir: socket_dir,
         })
     }
@@ -48,27 +58,26 @@ impl Daemon {
     /// Waits up to `limit` for a notify message with a line starting with `prefix`.
     fn wait_for(&mut self, prefix: &str, limit: Duration) -> Result<String> {
         let deadline = Instant::now() + limit;
-        if let Some(found) = self.said.iter().find(|m| has_line(m, prefix)) {
-            return Ok(found.clone());
-        }
-        let mut buf = vec![0u8; 4096];
-        while Instant::now() < deadline {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    self.said.push(message.clone());
-                    if has_line(&message, prefix) {
-                        return Ok(message);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e.into()),
+        loop {
+            let found = self
+                .said
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .find(|m| has_line(m, prefix))
+                .cloned();
+            if let Some(found) = found {
+                return Ok(found);
             }
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!("the daemon exited with {status}").into());
             }
+            if Instant::now() > deadline {
+                let said = self.said.lock().map(|s| s.clone()).unwrap_or_default();
+                return Err(format!("no {prefix:?} within {limit:?}; got {said:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("no {prefix:?} within {limit:?}; got {:?}", self.said).into())
     }
 
     fn signal(&self, name: &str) -> Result {
@@ -491,6 +500,100 @@ fn a_commit_imported_by_another_process_is_applied_at_once() -> Result {
     })?;
     assert!(applied, "the daemon did not apply the imported commit");
     assert_eq!(fleet.deployed()?, Some(commit));
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+/// A bare copy of the publisher's repository served by `file://`, with the daemon's config
+/// pointing `source.url` at it and syncing every second.
+fn upstream_fleet() -> Result<(Fleet, PathBuf)> {
+    let fleet = daemon_fleet()?;
+    std::fs::create_dir_all(fleet.repo().join("files"))?;
+    std::fs::write(fleet.repo().join("outpost.toml"), MANIFEST)?;
+    fleet.commit("files/app.conf", "from upstream 1\n")?;
+    let bare = fleet.path("served/fleet.git");
+    crate::support::run(
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(fleet.repo())
+            .arg(&bare),
+    )?;
+    let text = std::fs::read_to_string(fleet.config())?.replace(
+        "[trust]\n",
+        &format!(
+            "[source]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n[trust]\n",
+            bare.display()
+        ),
+    );
+    std::fs::write(fleet.config(), text)?;
+    Ok((fleet, bare))
+}
+
+fn host_says(fleet: &Fleet, content: &str) -> bool {
+    std::fs::read_to_string(fleet.on_host("/etc/app.conf")).is_ok_and(|c| c == content)
+}
+
+#[test]
+fn the_daemon_follows_upstream_and_keeps_working_while_it_is_gone() -> Result {
+    let (fleet, bare) = upstream_fleet()?;
+    let mut daemon = Daemon::start(&fleet)?;
+    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    assert!(
+        eventually(Duration::from_secs(20), || Ok(host_says(
+            &fleet,
+            "from upstream 1\n"
+        )))?,
+        "the first upstream commit was not deployed"
+    );
+    // A pushed signed commit arrives by itself.
+    fleet.commit("files/app.conf", "from upstream 2\n")?;
+    fleet.git_run(&["push", "-q", &bare.display().to_string(), "main"])?;
+    assert!(
+        eventually(Duration::from_secs(20), || Ok(host_says(
+            &fleet,
+            "from upstream 2\n"
+        )))?,
+        "the pushed commit was not deployed"
+    );
+    // An unsigned one is refused and recorded; the host stays.
+    fleet.commit_as("files/app.conf", "unsigned\n", None)?;
+    fleet.git_run(&["push", "-q", &bare.display().to_string(), "main"])?;
+    let refused = eventually(Duration::from_secs(20), || {
+        Ok(fleet.status()?["sync"]["last_error"]["outcome"] == "refused")
+    })?;
+    assert!(refused, "{}", fleet.status()?["sync"]);
+    assert!(host_says(&fleet, "from upstream 2\n"));
+    fleet.git_run(&["reset", "-q", "--hard", "HEAD~1"])?;
+    // The upstream goes away: drift is still repaired and the spool still taken.
+    std::fs::rename(&bare, fleet.path("served/away.git"))?;
+    let failed = eventually(Duration::from_secs(20), || {
+        Ok(fleet.status()?["sync"]["last_error"]["outcome"] == "failed")
+    })?;
+    assert!(failed, "{}", fleet.status()?["sync"]);
+    std::fs::write(fleet.on_host("/etc/app.conf"), "edited\n")?;
+    assert!(eventually(Duration::from_secs(20), || Ok(host_says(
+        &fleet,
+        "from upstream 2\n"
+    )))?);
+    let (_, bundle) = bundle_of(&fleet, "from a bundle\n", "offline.bundle")?;
+    drop_into(&spool(&fleet), &bundle, true)?;
+    assert!(eventually(Duration::from_secs(20), || Ok(host_says(
+        &fleet,
+        "from a bundle\n"
+    )))?);
+    // It comes back with a newer commit: the daemon catches up.
+    std::fs::rename(fleet.path("served/away.git"), &bare)?;
+    fleet.commit("files/app.conf", "from upstream 3\n")?;
+    fleet.git_run(&["push", "-q", "--force", &bare.display().to_string(), "main"])?;
+    assert!(
+        eventually(Duration::from_secs(120), || Ok(host_says(
+            &fleet,
+            "from upstream 3\n"
+        )))?,
+        "the daemon did not catch up: {}\n{}",
+        fleet.status()?["sync"],
+        std::fs::read_to_string(fleet.path("daemon.log"))?
+    );
     assert!(daemon.stop()?.success());
     Ok(())
 }

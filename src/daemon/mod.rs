@@ -3,6 +3,9 @@
 //! for that step only, so `outpost apply`, `import` and `rollback` work beside it.
 //!
 //! The loop reacts to:
+//! * the sync timer (with `source.url`): an upstream fetch at start, then every
+//!   `source.interval` with jitter, backing off after failures ([`schedule`]); network errors
+//!   only delay the next fetch, they never touch the host;
 //! * the reconcile timer (`apply.interval`): drift repair, even after months offline;
 //! * the spool directory: an inotify watch says when a file was closed after writing or moved
 //!   in; a rescan catches the rest, every second while a file is still arriving and every
@@ -97,6 +100,11 @@ impl Daemon {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let rescan = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(rescan);
+        // Upstream: at once after start, then every source.interval (jittered), backing off
+        // after failures.
+        let sync_at = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sync_at);
+        let mut sync_failures = 0u32;
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut watchdog_tick =
             tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -112,6 +120,17 @@ impl Daemon {
                     );
                 }
                 _ = reconcile.tick() => self.step(Step::Reconcile).await,
+                () = &mut sync_at, if self.config.source.url.is_some() => {
+                    let reached = self.sync().await;
+                    sync_failures = if reached { 0 } else { sync_failures.saturating_add(1) };
+                    let wait = schedule::next_sync(
+                        self.config.source.interval,
+                        sync_failures,
+                        schedule::random_unit(),
+                    );
+                    tracing::debug!(?wait, failures = sync_failures, "next upstream sync");
+                    sync_at.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
                 () = &mut rescan => {
                     self.step(Step::Spool).await;
                     let next = if self.spool_busy { RESCAN_BUSY } else { RESCAN_IDLE };
@@ -157,9 +176,53 @@ impl Daemon {
                 None => return,
             },
         };
-        self.summary = summary;
-        notify(&[sd_notify::NotifyState::Status(&escape(&self.summary))]);
+        self.set_summary(summary);
         self.write_metrics().await;
+    }
+
+    /// Records the last step's summary and tells systemd when it changed.
+    fn set_summary(&mut self, summary: String) {
+        if summary != self.summary {
+            notify(&[sd_notify::NotifyState::Status(&escape(&summary))]);
+            self.summary = summary;
+        }
+    }
+
+    /// One upstream sync; a new trusted commit is applied at once. Whether upstream was
+    /// reached and answered acceptably (accepted or up to date): failures back off.
+    async fn sync(&mut self) -> bool {
+        let (config, policy) = (self.config.clone(), self.policy.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            intake::check_mirror(&config)?;
+            intake::sync(&config, &policy).map_err(anyhow::Error::from)
+        })
+        .await;
+        let (summary, reached, accepted) = match result {
+            Ok(Ok(report)) => {
+                tracing::info!(report = %report, "upstream sync");
+                let reached = matches!(
+                    report.outcome,
+                    intake::SyncOutcome::Accepted { .. } | intake::SyncOutcome::UpToDate { .. }
+                );
+                let accepted = matches!(report.outcome, intake::SyncOutcome::Accepted { .. });
+                (format!("sync: {report}"), reached, accepted)
+            }
+            Ok(Err(e)) => {
+                let text = escape(&format!("{e:#}")).into_owned();
+                tracing::warn!(error = %text, "upstream sync failed");
+                (format!("sync failed: {text}"), false, false)
+            }
+            Err(e) => (format!("sync step panicked: {e}"), false, false),
+        };
+        let summary = if accepted {
+            let applied = self.reconcile().await;
+            format!("{summary}; {applied}")
+        } else {
+            summary
+        };
+        self.set_summary(summary);
+        self.write_metrics().await;
+        reached
     }
 
     /// A file moved into the state dir: the floor mirror is rewritten when anyone

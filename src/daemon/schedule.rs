@@ -9,16 +9,18 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 /// How long to wait before the next upstream sync.
 ///
 /// After a success (`failures == 0`) it is `interval` with up to ±10% jitter, so a fleet that
-/// booted together does not fetch in lockstep. After failures it doubles from a minute per
-/// failure, jittered the same way, capped at the larger of `interval` and [`MAX_BACKOFF`]: an
-/// unreachable upstream is tried less and less often, never less than once an hour (or once an
-/// interval, when that is longer). `unit` is a random number in `[0, 1)`.
+/// booted together does not fetch in lockstep. After failures it doubles per failure from a
+/// minute (or from `interval`, when that is shorter), jittered the same way, capped at the
+/// larger of `interval` and [`MAX_BACKOFF`]: an unreachable upstream is tried less and less
+/// often, never less than once an hour (or once an interval, when that is longer). `unit` is a
+/// random number in `[0, 1)`.
 pub fn next_sync(interval: Duration, failures: u32, unit: f64) -> Duration {
     let base = if failures == 0 {
         interval
     } else {
         let shift = (failures - 1).min(20);
-        let backoff = Duration::from_secs(60).saturating_mul(1 << shift);
+        let first = interval.min(Duration::from_secs(60));
+        let backoff = first.saturating_mul(1 << shift);
         backoff.min(interval.max(MAX_BACKOFF))
     };
     jitter(base, unit)
@@ -67,6 +69,15 @@ mod tests {
             .collect();
         assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
         assert_eq!(next_sync(FIVE_MIN, u32::MAX, 0.5), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_short_interval_starts_the_backoff_lower() {
+        let second = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=4)
+            .map(|f| next_sync(second, f, 0.5).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8]);
     }
 
     #[test]
