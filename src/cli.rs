@@ -450,3 +450,8 @@ fn exit_for(refused: bool) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// The command-line definition, for generating man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

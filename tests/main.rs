@@ -11,6 +11,7 @@ mod coarse;
 mod crash;
 mod daemon;
 mod deployment;
+mod docs;
 mod hostile_stick;
 mod import;
 mod originals;
