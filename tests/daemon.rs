@@ -55,6 +55,13 @@ impl Daemon {
         })
     }
 
+    /// Starts the daemon and waits for its `READY=1`.
+    fn ready(fleet: &Fleet) -> Result<Self> {
+        let mut daemon = Self::start(fleet)?;
+        daemon.wait_for("READY=1", Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
     /// Waits up to `limit` for a notify message with a line starting with `prefix`.
     fn wait_for(&mut self, prefix: &str, limit: Duration) -> Result<String> {
         let deadline = Instant::now() + limit;
@@ -182,8 +189,7 @@ fn files_in(dir: &Path) -> Result<Vec<String>> {
 #[test]
 fn ready_after_recovery_then_a_spool_bundle_is_applied_at_once() -> Result {
     let fleet = daemon_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let mut daemon = Daemon::ready(&fleet)?;
     let (commit, bundle) = bundle_of(&fleet, "v1\n", "site.bundle")?;
     let dropped = Instant::now();
     drop_into(&spool(&fleet), &bundle, true)?;
@@ -215,8 +221,7 @@ fn ready_after_recovery_then_a_spool_bundle_is_applied_at_once() -> Result {
 #[test]
 fn a_bundle_waits_for_its_sig_and_status_says_so() -> Result {
     let fleet = daemon_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     let (commit, bundle) = bundle_of(&fleet, "v1\n", "late.bundle")?;
     drop_into(&spool(&fleet), &bundle, false)?;
     // Two rescans later it is still waiting, and status shows why.
@@ -242,8 +247,7 @@ fn a_bundle_waits_for_its_sig_and_status_says_so() -> Result {
 #[test]
 fn spool_symlinks_and_fifos_are_refused_and_filed() -> Result {
     let fleet = daemon_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     let (_, bundle) = bundle_of(&fleet, "v1\n", "real.bundle")?;
     std::os::unix::fs::symlink(&bundle, spool(&fleet).join("link.bundle"))?;
     crate::support::run(Command::new("mkfifo").arg(spool(&fleet).join("pipe.bundle")))?;
@@ -268,10 +272,8 @@ fn spool_symlinks_and_fifos_are_refused_and_filed() -> Result {
 #[test]
 fn drift_is_repaired_on_the_reconcile_timer_and_metrics_are_written() -> Result {
     let fleet = daemon_fleet()?;
-    std::fs::create_dir_all(fleet.repo().join("files"))?;
     fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "v1\n")])?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     assert_eq!(
         std::fs::read_to_string(fleet.on_host("/etc/app.conf"))?,
         "v1\n"
@@ -298,8 +300,7 @@ fn drift_is_repaired_on_the_reconcile_timer_and_metrics_are_written() -> Result 
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_one() -> Result {
     let fleet = daemon_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let mut daemon = Daemon::ready(&fleet)?;
     let good = std::fs::read_to_string(fleet.config())?;
     std::fs::write(fleet.config(), format!("{good}\nnot toml at all [[[\n"))?;
     daemon.signal("-HUP")?;
@@ -328,10 +329,8 @@ fn sighup_with_a_broken_config_keeps_the_old_one() -> Result {
 #[test]
 fn the_cli_works_beside_the_daemon_and_sigterm_exits_zero() -> Result {
     let fleet = daemon_fleet()?;
-    std::fs::create_dir_all(fleet.repo().join("files"))?;
     fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "v1\n")])?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     for _ in 0..3 {
         let run = fleet.outpost(&["apply"])?;
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -401,8 +400,7 @@ fn ready_only_after_an_interrupted_deployment_was_finished() -> Result {
         .output()?;
     assert!(!crashed.status.success());
     assert_eq!(fleet.deployed()?, None);
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     // By READY=1 the journalled deployment was finished.
     assert_eq!(fleet.deployed()?, Some(commit));
     for i in 0..20 {
@@ -427,8 +425,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 #[test]
 fn a_sig_that_never_arrives_costs_no_cpu() -> Result {
     let fleet = daemon_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     let (_, bundle) = bundle_of(&fleet, "v1\n", "lonely.bundle")?;
     drop_into(&spool(&fleet), &bundle, false)?;
     let before = cpu_seconds(daemon.child.id())?;
@@ -451,8 +448,7 @@ fn a_spool_file_that_grows_forever_is_refused_at_the_size_cap() -> Result {
             "[source]\nmax_bundle_size = \"64KiB\"\n\n[trust]\n",
         ),
     )?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     let grow = spool(&fleet).join("endless.bundle");
     std::fs::write(spool(&fleet).join("endless.bundle.sig"), "x")?;
     let mut writer = Command::new("sh")
@@ -489,8 +485,7 @@ fn a_commit_imported_by_another_process_is_applied_at_once() -> Result {
     let text =
         std::fs::read_to_string(fleet.config())?.replace("interval = \"1s\"", "interval = \"1h\"");
     std::fs::write(fleet.config(), text)?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     let (commit, bundle) = bundle_of(&fleet, "from a stick\n", "stick.bundle")?;
     let run = fleet.outpost_paths("import", &[&bundle])?;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
@@ -536,8 +531,7 @@ fn host_says(fleet: &Fleet, content: &str) -> bool {
 #[test]
 fn the_daemon_follows_upstream_and_keeps_working_while_it_is_gone() -> Result {
     let (fleet, bare) = upstream_fleet()?;
-    let mut daemon = Daemon::start(&fleet)?;
-    daemon.wait_for("READY=1", Duration::from_secs(20))?;
+    let daemon = Daemon::ready(&fleet)?;
     assert!(
         eventually(Duration::from_secs(20), || Ok(host_says(
             &fleet,
