@@ -591,3 +591,29 @@ fn the_daemon_follows_upstream_and_keeps_working_while_it_is_gone() -> Result {
     assert!(daemon.stop()?.success());
     Ok(())
 }
+
+#[test]
+fn sigterm_mid_apply_finishes_the_step_then_exits_zero() -> Result {
+    let fleet = daemon_fleet()?;
+    let files: Vec<(String, String)> = (0..1500)
+        .map(|i| (format!("files/tree/{i}.txt"), format!("file {i}\n")))
+        .collect();
+    let mut entries: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let manifest = "[[tree]]\npath = \"/opt/tree\"\nsource = \"files/tree\"\n";
+    entries.push(("outpost.toml", manifest));
+    let commit = fleet.publish(&entries)?;
+    // The daemon's first step deploys the commit; SIGTERM arrives while it runs.
+    let daemon = Daemon::start(&fleet)?;
+    let running = eventually(Duration::from_secs(20), || {
+        Ok(fleet.status()?["last_deployment"]["result"] == "running")
+    })?;
+    assert!(running, "the deployment was never seen running");
+    let status = daemon.stop()?;
+    assert!(status.success(), "{status}");
+    assert_eq!(fleet.deployed()?, Some(commit));
+    assert_eq!(std::fs::read_dir(fleet.on_host("/opt/tree"))?.count(), 1500);
+    Ok(())
+}
