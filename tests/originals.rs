@@ -144,3 +144,59 @@ fn a_file_too_large_to_keep_is_refused_before_any_change() -> Result {
     assert!(fleet.history()?.is_empty(), "no deployment was started");
     Ok(())
 }
+
+/// Peak memory (bytes) of `outpost apply` on this fleet, per /usr/bin/time.
+fn apply_peak(fleet: &Fleet) -> Result<Option<u64>> {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("skipped: /usr/bin/time is needed to measure peak memory");
+        return Ok(None);
+    }
+    let report = fleet.path("time.txt");
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("apply")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kib: u64 = std::fs::read_to_string(&report)?.trim().parse()?;
+    Ok(Some(kib * 1024))
+}
+
+/// A large file taken over is kept, and given back, in pieces: memory stays far below its size.
+#[test]
+fn a_large_original_is_kept_and_restored_with_bounded_memory() -> Result {
+    const SIZE: usize = 128 << 20;
+    let fleet = Fleet::new()?;
+    let data = fleet.on_host("/srv/data.bin");
+    std::fs::create_dir_all(fleet.on_host("/srv"))?;
+    let pattern: Vec<u8> = (0..=255u8).cycle().take(SIZE).collect();
+    std::fs::write(&data, &pattern)?;
+    let manifest = "[[file]]\npath = \"/srv/data.bin\"\nsource = \"small\"\n";
+    fleet.publish(&[("outpost.toml", manifest), ("small", "small\n")])?;
+    let Some(kept) = apply_peak(&fleet)? else {
+        return Ok(());
+    };
+    assert_eq!(std::fs::read_to_string(&data)?, "small\n");
+    fleet.publish(&[("outpost.toml", "")])?;
+    let Some(restored) = apply_peak(&fleet)? else {
+        return Ok(());
+    };
+    assert!(
+        std::fs::read(&data)? == pattern,
+        "the original content is back"
+    );
+    for (what, peak) in [("keeping", kept), ("restoring", restored)] {
+        assert!(
+            peak < (SIZE / 2) as u64,
+            "{what} a {SIZE}-byte original took {peak} bytes of memory"
+        );
+    }
+    Ok(())
+}

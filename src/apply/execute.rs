@@ -10,7 +10,7 @@ use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Original, Store};
+use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Keep, Original, Store};
 
 /// Removes the temp files an interrupted deployment may have left beside the paths it
 /// journalled; returns how many.
@@ -463,11 +463,13 @@ fn capture_originals(
     seen: &Seen,
     managed: &BTreeSet<&HostPath>,
     kept: &BTreeSet<&str>,
-) -> Result<Vec<Original>, ApplyError> {
-    let mut out: Vec<Original> = Vec::new();
+) -> Result<Vec<Keep>, ApplyError> {
+    let mut out: Vec<Keep> = Vec::new();
     for step in &plan.steps {
         if !takes_over(step, managed, kept)
-            || out.last().is_some_and(|o| o.path == step.path.to_string())
+            || out
+                .last()
+                .is_some_and(|k| k.original.path == step.path.to_string())
         {
             continue;
         }
@@ -483,32 +485,41 @@ fn capture_originals(
             xattrs: Vec::new(),
             note: None,
         };
-        let original = match seen.observation.get(&step.path) {
+        let keep = match seen.observation.get(&step.path) {
             Some(Observed::File { .. }) => {
-                let copy = fs.copy_file(&step.path, MAX_ORIGINAL)?;
-                let st = copy.stat;
-                let note = (copy.links > 1).then(|| {
+                // Opened now, read into the store in pieces with the journal.
+                let open = fs.open_original(&step.path, MAX_ORIGINAL)?;
+                let st = open.stat;
+                let note = (open.links > 1).then(|| {
                     format!(
                         "it was one of {} hard links to one file; restored as a file of its own with the same content",
-                        copy.links
+                        open.links
                     )
                 });
-                Original {
-                    bytes: Some(copy.bytes),
-                    mtime_ns: copy.extras.mtime_ns,
-                    xattrs: copy.extras.xattrs,
-                    note,
-                    ..bare("file", (st.mode, st.uid, st.gid))
+                Keep {
+                    original: Original {
+                        mtime_ns: open.extras.mtime_ns,
+                        xattrs: open.extras.xattrs,
+                        note,
+                        ..bare("file", (st.mode, st.uid, st.gid))
+                    },
+                    content: Some((open.file, MAX_ORIGINAL)),
                 }
             }
-            Some(Observed::Symlink { target }) => Original {
-                target: Some(target.display().to_string()),
-                ..bare("symlink", (0o777, 0, 0))
+            Some(Observed::Symlink { target }) => Keep {
+                original: Original {
+                    target: Some(target.display().to_string()),
+                    ..bare("symlink", (0o777, 0, 0))
+                },
+                content: None,
             },
-            Some(Observed::Directory { mode, uid, gid }) => bare("directory", (*mode, *uid, *gid)),
+            Some(Observed::Directory { mode, uid, gid }) => Keep {
+                original: bare("directory", (*mode, *uid, *gid)),
+                content: None,
+            },
             _ => continue,
         };
-        out.push(original);
+        out.push(keep);
     }
     Ok(out)
 }
@@ -578,12 +589,17 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<Str
     };
     let owner = Some((original.uid, original.gid));
     match (original.kind.as_str(), &original.bytes, &original.target) {
-        ("file", Some(bytes), _) => {
+        ("file", bytes, _) => {
             let extras = Extras {
                 mtime_ns: original.mtime_ns,
                 xattrs: original.xattrs,
             };
-            fs.write_file_with(path, bytes, original.mode, owner, &extras)?;
+            // Kept by an older outpost as one blob, or in pieces, streamed back.
+            let mut source: Box<dyn std::io::Read + '_> = match bytes {
+                Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
+                None => Box::new(store.original_content(&original.path)),
+            };
+            fs.write_file_from(path, &mut source, original.mode, owner, &extras)?;
         }
         ("symlink", _, Some(target)) => fs.symlink(path, std::path::Path::new(target))?,
         ("directory", _, _) => {

@@ -3,7 +3,8 @@
 //!
 //! SQLite in WAL mode with `synchronous=FULL`; the schema is versioned with
 //! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
-//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory. The
+//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory, as are
+//! the originals of taken-over files. The
 //! state dir is kept private ([`prepare_state_dir`]) and deleted content is zeroed
 //! (`secure_delete`).
 
@@ -12,8 +13,8 @@ pub mod floor;
 mod secure;
 
 pub use deploy::{
-    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
-    StatCache,
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Keep, Original,
+    OriginalContent, StatCache,
 };
 pub use secure::prepare_state_dir;
 
@@ -123,6 +124,11 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("database query failed")]
     Query(#[from] rusqlite::Error),
+    #[error("cannot keep the original of {path}")]
+    ReadOriginal {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read staged bundle {path}")]
     ReadStaged {
         path: PathBuf,
