@@ -200,3 +200,37 @@ fn a_large_original_is_kept_and_restored_with_bounded_memory() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn what_a_tree_removes_from_a_directory_it_takes_over_comes_back_when_the_tree_goes() -> Result {
+    let fleet = Fleet::new()?;
+    let t = fleet.on_host("/opt/t");
+    std::fs::create_dir_all(t.join("olddir/deeper"))?;
+    std::fs::write(t.join("a.conf"), "host a\n")?;
+    std::fs::write(t.join("old.txt"), "old\n")?;
+    std::fs::write(t.join("olddir/deeper/f"), "deep\n")?;
+    std::fs::set_permissions(t.join("olddir"), std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::symlink("old.txt", t.join("link"))?;
+    let before = fleet.host_snapshot()?;
+    let tree = "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\n";
+    fleet.publish(&[("outpost.toml", tree), ("t/a.conf", "managed a\n")])?;
+    fleet.ok(&["apply"])?;
+    assert!(!t.join("old.txt").exists() && !t.join("olddir").exists());
+    assert_eq!(std::fs::read_to_string(t.join("a.conf"))?, "managed a\n");
+    // While the tree is there, what it removed stays removed.
+    let plan = fleet.outpost(&["plan"])?;
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+    fleet.ok(&["apply"])?;
+    assert!(!t.join("old.txt").exists());
+
+    fleet.publish(&[("outpost.toml", "")])?;
+    let run = fleet.ok(&["apply"])?;
+    assert!(
+        run.stdout.contains("~ restore /opt/t/olddir/deeper/f"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fleet.host_snapshot()?, before, "the directory is as it was");
+    assert_eq!(fleet.outpost(&["plan"])?.code, 0);
+    Ok(())
+}

@@ -426,11 +426,14 @@ fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyErr
 /// Whether `step` takes its path over: it changes a path outpost neither manages nor keeps
 /// the original of. `absent` means gone: what it removes is not kept (nor read).
 fn takes_over(step: &Step, managed: &BTreeSet<&HostPath>, kept: &BTreeSet<&str>) -> bool {
-    !matches!(
-        step.reason,
-        Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
-    ) && !managed.contains(&step.path)
-        && !kept.contains(step.path.to_string().as_str())
+    let changes = match &step.reason {
+        Reason::Parent | Reason::Pruned | Reason::Absent => false,
+        // What a tree removes from a directory it takes over now is kept, and comes back when
+        // the tree goes; what appears later in a tree's directory is drift.
+        Reason::NotInTree(root) => !managed.contains(root),
+        Reason::Missing | Reason::Drifted => true,
+    };
+    changes && !managed.contains(&step.path) && !kept.contains(step.path.to_string().as_str())
 }
 
 /// Refuses, at plan time, to take over a file too large to keep as an original.
@@ -465,14 +468,23 @@ fn capture_originals(
     kept: &BTreeSet<&str>,
 ) -> Result<Vec<Keep>, ApplyError> {
     let mut out: Vec<Keep> = Vec::new();
+    let mut taken: BTreeSet<HostPath> = BTreeSet::new();
     for step in &plan.steps {
-        if !takes_over(step, managed, kept)
-            || out
-                .last()
-                .is_some_and(|k| k.original.path == step.path.to_string())
-        {
+        if !takes_over(step, managed, kept) || taken.contains(&step.path) {
             continue;
         }
+        // A tree's extras come back into their directory: it is kept too.
+        if let Reason::NotInTree(root) = &step.reason
+            && !kept.contains(root.to_string().as_str())
+            && taken.insert(root.clone())
+            && let Some(st) = fs.stat(root)?
+        {
+            out.push(Keep {
+                original: directory_original(root, &st),
+                content: None,
+            });
+        }
+        taken.insert(step.path.clone());
         let bare = |kind: &str, (mode, uid, gid): (u32, u32, u32)| Original {
             path: step.path.to_string(),
             kind: kind.into(),
@@ -513,6 +525,16 @@ fn capture_originals(
                 },
                 content: None,
             },
+            // A tree's extra was only listed: its attributes are looked up now.
+            Some(Observed::Directory { .. }) if matches!(step.reason, Reason::NotInTree(_)) => {
+                let Some(st) = fs.stat(&step.path)? else {
+                    continue;
+                };
+                Keep {
+                    original: directory_original(&step.path, &st),
+                    content: None,
+                }
+            }
             Some(Observed::Directory { mode, uid, gid }) => Keep {
                 original: bare("directory", (*mode, *uid, *gid)),
                 content: None,
@@ -522,6 +544,21 @@ fn capture_originals(
         out.push(keep);
     }
     Ok(out)
+}
+
+fn directory_original(path: &HostPath, st: &Stat) -> Original {
+    Original {
+        path: path.to_string(),
+        kind: "directory".into(),
+        bytes: None,
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        target: None,
+        mtime_ns: None,
+        xattrs: Vec::new(),
+        note: None,
+    }
 }
 
 /// What one step did.
