@@ -234,3 +234,47 @@ fn what_a_tree_removes_from_a_directory_it_takes_over_comes_back_when_the_tree_g
     assert_eq!(fleet.outpost(&["plan"])?.code, 0);
     Ok(())
 }
+
+/// Taking over more files than a process may have open at once: each original's content is
+/// read when it is journalled, no file stays open meanwhile.
+#[test]
+fn taking_over_more_files_than_can_be_open_at_once() -> Result {
+    if !std::path::Path::new("/usr/bin/prlimit").exists() {
+        eprintln!("skipped: prlimit is needed to lower the open-file limit");
+        return Ok(());
+    }
+    const FILES: usize = 300;
+    let fleet = Fleet::new()?;
+    let t = fleet.on_host("/opt/t");
+    std::fs::create_dir_all(&t)?;
+    let mut files = vec![(
+        "outpost.toml".to_owned(),
+        "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\n".to_owned(),
+    )];
+    for i in 0..FILES {
+        std::fs::write(t.join(format!("f{i}")), format!("host {i}\n"))?;
+        files.push((format!("t/f{i}"), format!("managed {i}\n")));
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    fleet.publish(&files)?;
+    let out = std::process::Command::new("/usr/bin/prlimit")
+        .arg("--nofile=128")
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("apply")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(t.join("f7"))?, "managed 7\n");
+    fleet.publish(&[("outpost.toml", "")])?;
+    fleet.ok(&["apply"])?;
+    assert_eq!(std::fs::read_to_string(t.join("f7"))?, "host 7\n");
+    Ok(())
+}

@@ -118,7 +118,7 @@ pub fn run(
             message: format!("resumes deployment #{resumed}, interrupted"),
         });
     }
-    let id = store.begin_deployment(&Begin {
+    let begin = Begin {
         commit: &commit,
         kind,
         steps: &journal,
@@ -126,7 +126,13 @@ pub fn run(
         resumes: intent.resumes,
         bad: intent.leaves.map(|left| (left, bad_reason.as_str())),
         events: &begun,
-    })?;
+    };
+    let mut open = |path: &str| -> std::io::Result<std::fs::File> {
+        let path = HostPath::parse(path).map_err(std::io::Error::other)?;
+        let open = fs.open_regular(&path, MAX_ORIGINAL);
+        open.map(|o| o.file).map_err(std::io::Error::other)
+    };
+    let id = store.begin_deployment(&begin, &mut open)?;
 
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
@@ -499,7 +505,8 @@ fn capture_originals(
         };
         let keep = match seen.observation.get(&step.path) {
             Some(Observed::File { .. }) => {
-                // Opened now, read into the store in pieces with the journal.
+                // Looked at now; its content is read into the store, in pieces, with the
+                // journal.
                 let open = fs.open_original(&step.path, MAX_ORIGINAL)?;
                 let st = open.stat;
                 let note = (open.links > 1).then(|| {
@@ -515,7 +522,7 @@ fn capture_originals(
                         note,
                         ..bare("file", (st.mode, st.uid, st.gid))
                     },
-                    content: Some((open.file, MAX_ORIGINAL)),
+                    content: Some(MAX_ORIGINAL),
                 }
             }
             Some(Observed::Symlink { target }) => Keep {

@@ -115,13 +115,17 @@ pub struct InventoryRow {
     pub stat: Option<StatCache>,
 }
 
-/// An original to keep, with the open file its content is read from (a file's), at most
-/// `max` bytes of it.
-#[derive(Debug)]
+/// An original to keep; a file's content is read when it is journalled, at most `content`
+/// bytes, from the file [`Store::begin_deployment`]'s `open` gives (so no file stays open
+/// meanwhile, however many are taken over).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keep {
     pub original: Original,
-    pub content: Option<(std::fs::File, u64)>,
+    pub content: Option<u64>,
 }
+
+/// Opens a host file, by host path, for its content to be kept.
+pub type OpenContent<'a> = dyn FnMut(&str) -> std::io::Result<std::fs::File> + 'a;
 
 /// What was at a path before outpost first changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,7 +403,11 @@ impl Store {
     /// Journals a deployment before its first change: the target, the steps, the originals of
     /// paths it takes over, and with them the interrupted deployment it resumes and the bad
     /// mark of the commit a rollback leaves, so a crash can never separate them.
-    pub fn begin_deployment(&self, begin: &Begin<'_>) -> Result<i64, StoreError> {
+    pub fn begin_deployment(
+        &self,
+        begin: &Begin<'_>,
+        open: &mut OpenContent<'_>,
+    ) -> Result<i64, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         if let Some((resumed, message)) = begin.resumes {
             interrupted(&tx, resumed, message)?;
@@ -444,8 +452,12 @@ impl Store {
                     encode_xattrs(&o.xattrs),
                     o.note,
                 ])?;
-                if let (1, Some((file, max))) = (added, content) {
-                    store_content(&tx, &o.path, file, *max)?;
+                if let (1, Some(max)) = (added, content) {
+                    let file = open(&o.path).map_err(|source| StoreError::ReadOriginal {
+                        path: o.path.clone(),
+                        source,
+                    })?;
+                    store_content(&tx, &o.path, &file, *max)?;
                 }
             }
             insert_events(&tx, begin.events, id)?;

@@ -13,8 +13,8 @@ pub mod floor;
 mod secure;
 
 pub use deploy::{
-    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Keep, Original,
-    OriginalContent, StatCache,
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Keep,
+    OpenContent, Original, OriginalContent, StatCache,
 };
 pub use secure::prepare_state_dir;
 
