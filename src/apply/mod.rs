@@ -251,17 +251,19 @@ pub fn apply(
     mut fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let state = &config.state.dir;
-    std::fs::create_dir_all(state).map_err(|source| StoreError::CreateDir {
-        path: state.clone(),
-        source,
-    })?;
+    // Creates the state dir, private, when it is missing.
     let _lock = lock::acquire(state, lock::WAIT)?;
     let started = std::time::Instant::now();
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
     let mut fs = HostFs::open(&config.host.root)?;
     let resumed = match store.interrupted_deployment()? {
-        Some(interrupted) => resume(config, &store, &mut fs, interrupted, fault_after.take())?,
+        Some(interrupted) => {
+            let resumed = resume(config, &store, &mut fs, interrupted, fault_after.take())?;
+            // A fresh pass: the resumed deployment changed directories under the cache.
+            fs = HostFs::open(&config.host.root)?;
+            resumed
+        }
         None => None,
     };
     if goal == Goal::Rollback
