@@ -64,7 +64,7 @@ enum Command {
     },
     /// Make the host match the newest trusted commit
     Apply,
-    /// Go back to the previous successful deployment (the commit left is marked bad)
+    /// Go back to the previous good deployment (the commit left is marked bad)
     Rollback,
     /// List deployments and the drift repairs they made
     History {
