@@ -75,8 +75,10 @@ pub(super) const MIGRATION_3: &str =
     "ALTER TABLE journal ADD COLUMN touches INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE originals ADD COLUMN mtime_ns INTEGER;
     ALTER TABLE originals ADD COLUMN xattrs BLOB;
-    ALTER TABLE originals ADD COLUMN note TEXT;
-    CREATE TABLE original_chunks (
+    ALTER TABLE originals ADD COLUMN note TEXT;";
+
+/// The next migration: originals' content as pieces (older originals keep theirs in `bytes`).
+pub(super) const ORIGINAL_CHUNKS: &str = "CREATE TABLE original_chunks (
         path TEXT NOT NULL REFERENCES originals(path) ON DELETE CASCADE,
         seq INTEGER NOT NULL,
         data BLOB NOT NULL,

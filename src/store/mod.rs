@@ -78,6 +78,7 @@ const MIGRATIONS: &[M] = &[
     ),
     M::up(deploy::MIGRATION),
     M::up(deploy::MIGRATION_3),
+    M::up(deploy::ORIGINAL_CHUNKS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -684,7 +685,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 3)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 4)"),
             "{msg}"
         );
         Ok(())
