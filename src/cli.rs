@@ -93,7 +93,7 @@ enum Command {
     },
     /// Make the host match the newest trusted commit
     Apply,
-    /// Go back to the previous successful deployment (the commit left is marked bad)
+    /// Go back to the previous good deployment (the commit left is marked bad)
     Rollback,
     /// Run the agent: follow the spool, repair drift on a timer (under systemd: Type=notify)
     Daemon,

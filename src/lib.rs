@@ -19,12 +19,15 @@
 //! the pack files moved into the object store, the verdict and the new high-water mark written
 //! in one SQLite transaction, the floor mirror rewritten and the tracked ref moved.
 //!
-//! A reconcile (`apply`) goes to the newest trusted commit. Its hot path reads the inventory,
+//! A reconcile (`apply`) first finishes a deployment a crash interrupted, to that deployment's
+//! own target; then it goes to the newest trusted commit, or, while that one is marked bad
+//! (a rollback left it), stays at the newest good deployment. Its hot path reads the inventory,
 //! stats each managed path and compares with the stat cache; when that describes the host for
 //! the target commit and this host's config, and nothing differs, nothing more is read. Paths
 //! that differ are repaired from the inventory alone. Otherwise the manifest is loaded for
 //! this host, the host observed and a plan made; the deployment is journalled, executed
-//! through `apply::fs` and recorded with the new inventory.
+//! through `apply::fs` and recorded, in one place, as a success with the new inventory or as
+//! failed with its error.
 //!
 //! # Modules
 //!

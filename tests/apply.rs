@@ -241,7 +241,7 @@ fn removed_entries_are_pruned_and_taken_over_files_get_their_original_back() -> 
     let run = fleet.outpost(&["plan"])?;
     assert_eq!(
         run.stdout,
-        "~ restore /etc/app/app.conf (the original from before outpost), no longer in the manifest\n- remove /etc/app/new.conf (file), no longer in the manifest\n"
+        "- remove /etc/app/new.conf (file), no longer in the manifest\n~ restore /etc/app/app.conf (the original from before outpost), no longer in the manifest\n"
     );
     let run = fleet.outpost(&["apply"])?;
     assert_eq!(run.code, 0, "{}", run.stderr);

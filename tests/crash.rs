@@ -87,37 +87,87 @@ fn outpost(config: &Path, command: &str, fault: Option<usize>) -> Result<std::pr
     Ok(cmd.output()?)
 }
 
-/// Runs `command` killed after every `stride`th step on a fresh copy of `template`. After each
-/// kill every file of the tree must be entirely `before` or `after`; a restart (`apply`) must
-/// leave no temp file, a sound database, the tree at `after` (the interrupted deployment's
-/// own target, deployed as `target`), and a clean `plan`. Returns how many kills there were.
+/// The tree's files and what each may be after a kill: entirely `before` or `after`.
+type Versions = BTreeMap<String, (String, u32)>;
+
+/// After a kill (`what` says which): every file of the tree under `dir` is entirely `before`
+/// or `after` (or an outpost temp file), with one of the two modes.
+fn assert_old_or_new(dir: &Path, what: &str, before: &Versions, after: &Versions) -> Result {
+    for (rel, (content, mode)) in files_under(&dir.join("host/opt/app"))? {
+        let is_old = before.get(&rel).is_some_and(|(c, _)| *c == content);
+        let is_new = after.get(&rel).is_some_and(|(c, _)| *c == content);
+        let name_is_temp = rel.contains(".outpost-tmp.");
+        assert!(
+            is_old || is_new || name_is_temp,
+            "{what}: {rel} is neither old nor new: {content:?}"
+        );
+        assert!(
+            mode == 0o644 || mode == 0o600,
+            "{what}: {rel} has mode {mode:o}"
+        );
+    }
+    Ok(())
+}
+
+/// Restarts (`apply`) the copy in `dir` after a kill: no temp file may remain, the database
+/// must be sound, the tree must be at `after` (the interrupted deployment's own target),
+/// deployed as `target`, and `plan` clean.
+fn assert_restart_converges(
+    dir: &Path,
+    what: &str,
+    (after, target): &(Versions, String),
+) -> Result {
+    let config = dir.join("config.toml");
+    let rerun = outpost(&config, "apply", None)?;
+    assert!(
+        rerun.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let temps = run(Command::new("find")
+        .arg(dir.join("host"))
+        .args(["-name", ".outpost-tmp.*"]))?;
+    assert_eq!(temps, "", "{what}: temp files remain");
+    let db = rusqlite::Connection::open(dir.join("state/outpost.db"))?;
+    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(check, "ok", "{what}");
+    assert_eq!(
+        files_under(&dir.join("host/opt/app"))?,
+        *after,
+        "{what}: the host did not converge"
+    );
+    let status = outpost(&config, "status", None)?;
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&format!("deployed  {target} ")),
+        "{what}: {status}"
+    );
+    let plan = outpost(&config, "plan", None)?;
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{what}: {}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    Ok(())
+}
+
+/// Runs `command` killed after every `stride`th step on a fresh copy of `template`, checking
+/// each kill and each restart as above. Returns how many kills there were.
 fn sweep(
     fleet: &Fleet,
     template: &Path,
     command: &str,
     stride: usize,
-    before: &BTreeMap<String, (String, u32)>,
-    (after, target): &(BTreeMap<String, (String, u32)>, String),
+    before: &Versions,
+    after: &(Versions, String),
 ) -> Result<usize> {
     for (kills, n) in (0..).step_by(stride).enumerate() {
         let dir = fleet.path(&format!("{command}-crash-{n}"));
         run(Command::new("cp").arg("-a").arg(template).arg(&dir))?;
-        let config = dir.join("config.toml");
-        let status = outpost(&config, command, Some(n))?;
-        let app = dir.join("host/opt/app");
-        for (rel, (content, mode)) in files_under(&app)? {
-            let is_old = before.get(&rel).is_some_and(|(c, _)| *c == content);
-            let is_new = after.get(&rel).is_some_and(|(c, _)| *c == content);
-            let name_is_temp = rel.contains(".outpost-tmp.");
-            assert!(
-                is_old || is_new || name_is_temp,
-                "{command} after {n} steps: {rel} is neither old nor new: {content:?}"
-            );
-            assert!(
-                mode == 0o644 || mode == 0o600,
-                "{command} after {n} steps: {rel} has mode {mode:o}"
-            );
-        }
+        let status = outpost(&dir.join("config.toml"), command, Some(n))?;
+        let what = format!("{command} after {n} steps");
+        assert_old_or_new(&dir, &what, before, &after.0)?;
         if status.status.success() {
             assert!(
                 n > FILES,
@@ -126,38 +176,7 @@ fn sweep(
             std::fs::remove_dir_all(&dir)?;
             return Ok(kills);
         }
-        // Restart: the next apply recovers and converges.
-        let rerun = outpost(&config, "apply", None)?;
-        assert!(
-            rerun.status.success(),
-            "{command} after {n} steps: {}",
-            String::from_utf8_lossy(&rerun.stderr)
-        );
-        let temps = run(Command::new("find")
-            .arg(dir.join("host"))
-            .args(["-name", ".outpost-tmp.*"]))?;
-        assert_eq!(temps, "", "{command} after {n} steps temp files remain");
-        let db = rusqlite::Connection::open(dir.join("state/outpost.db"))?;
-        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        assert_eq!(check, "ok", "{command} after {n} steps");
-        assert_eq!(
-            files_under(&app)?,
-            *after,
-            "{command} after {n} steps the host did not converge"
-        );
-        let status = outpost(&config, "status", None)?;
-        let status = String::from_utf8_lossy(&status.stdout);
-        assert!(
-            status.contains(&format!("deployed  {target} ")),
-            "{command} after {n} steps: {status}"
-        );
-        let plan = outpost(&config, "plan", None)?;
-        assert_eq!(
-            plan.status.code(),
-            Some(0),
-            "{command} after {n} steps: {}",
-            String::from_utf8_lossy(&plan.stdout)
-        );
+        assert_restart_converges(&dir, &what, after)?;
         std::fs::remove_dir_all(&dir)?;
     }
     Err("unreachable: the sweep ends when a run is not killed".into())
@@ -187,7 +206,7 @@ fn rollback_killed_at_every_step_leaves_old_or_new_files_and_is_resumed() -> Res
     let fleet = Fleet::new()?;
     let v1 = publish(&fleet, 1, MANIFEST_V1)?;
     assert_eq!(fleet.outpost(&["apply"])?.code, 0);
-    publish(&fleet, 2, MANIFEST_V2)?;
+    let v2 = publish(&fleet, 2, MANIFEST_V2)?;
     assert_eq!(fleet.outpost(&["apply"])?.code, 0);
     let template = template(&fleet, "template")?;
     let after = (expected(1, 0o644), v1);
@@ -200,5 +219,41 @@ fn rollback_killed_at_every_step_leaves_old_or_new_files_and_is_resumed() -> Res
         &after,
     )?;
     assert!(kills > FILES / 5, "only {kills} kills");
+
+    // And with a real SIGKILL at moments through the rollback, wherever they fall: before its
+    // journal nothing happened (the host stays at v2), after it the restart finishes it.
+    let unchanged = (expected(2, 0o600), v2);
+    let mut journalled = 0;
+    for delay in [10, 40, 80, 160, 320, 640] {
+        let dir = fleet.path(&format!("rollback-sigkill-{delay}"));
+        run(Command::new("cp").arg("-a").arg(&template).arg(&dir))?;
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .arg("rollback")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        child.kill()?;
+        child.wait()?;
+        let what = format!("rollback killed after {delay} ms");
+        assert_old_or_new(&dir, &what, &expected(2, 0o600), &after.0)?;
+        let db = rusqlite::Connection::open(dir.join("state/outpost.db"))?;
+        let rollbacks: i64 = db.query_row(
+            "SELECT count(*) FROM deployments WHERE kind = 'rollback'",
+            [],
+            |r| r.get(0),
+        )?;
+        drop(db);
+        if rollbacks > 0 {
+            journalled += 1;
+            assert_restart_converges(&dir, &what, &after)?;
+        } else {
+            assert_restart_converges(&dir, &what, &unchanged)?;
+        }
+        std::fs::remove_dir_all(&dir)?;
+    }
+    eprintln!("{journalled} of 6 SIGKILLs fell after the rollback's journal");
     Ok(())
 }

@@ -144,3 +144,137 @@ fn a_file_too_large_to_keep_is_refused_before_any_change() -> Result {
     assert!(fleet.history()?.is_empty(), "no deployment was started");
     Ok(())
 }
+
+/// Peak memory (bytes) of `outpost apply` on this fleet, per /usr/bin/time.
+fn apply_peak(fleet: &Fleet) -> Result<Option<u64>> {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        eprintln!("skipped: /usr/bin/time is needed to measure peak memory");
+        return Ok(None);
+    }
+    let report = fleet.path("time.txt");
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("apply")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kib: u64 = std::fs::read_to_string(&report)?.trim().parse()?;
+    Ok(Some(kib * 1024))
+}
+
+/// A large file taken over is kept, and given back, in pieces: memory stays far below its size.
+#[test]
+fn a_large_original_is_kept_and_restored_with_bounded_memory() -> Result {
+    const SIZE: usize = 128 << 20;
+    let fleet = Fleet::new()?;
+    let data = fleet.on_host("/srv/data.bin");
+    std::fs::create_dir_all(fleet.on_host("/srv"))?;
+    let pattern: Vec<u8> = (0..=255u8).cycle().take(SIZE).collect();
+    std::fs::write(&data, &pattern)?;
+    let manifest = "[[file]]\npath = \"/srv/data.bin\"\nsource = \"small\"\n";
+    fleet.publish(&[("outpost.toml", manifest), ("small", "small\n")])?;
+    let Some(kept) = apply_peak(&fleet)? else {
+        return Ok(());
+    };
+    assert_eq!(std::fs::read_to_string(&data)?, "small\n");
+    fleet.publish(&[("outpost.toml", "")])?;
+    let Some(restored) = apply_peak(&fleet)? else {
+        return Ok(());
+    };
+    assert!(
+        std::fs::read(&data)? == pattern,
+        "the original content is back"
+    );
+    for (what, peak) in [("keeping", kept), ("restoring", restored)] {
+        assert!(
+            peak < (SIZE / 2) as u64,
+            "{what} a {SIZE}-byte original took {peak} bytes of memory"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn what_a_tree_removes_from_a_directory_it_takes_over_comes_back_when_the_tree_goes() -> Result {
+    let fleet = Fleet::new()?;
+    let t = fleet.on_host("/opt/t");
+    std::fs::create_dir_all(t.join("olddir/deeper"))?;
+    std::fs::write(t.join("a.conf"), "host a\n")?;
+    std::fs::write(t.join("old.txt"), "old\n")?;
+    std::fs::write(t.join("olddir/deeper/f"), "deep\n")?;
+    std::fs::set_permissions(t.join("olddir"), std::fs::Permissions::from_mode(0o700))?;
+    std::os::unix::fs::symlink("old.txt", t.join("link"))?;
+    let before = fleet.host_snapshot()?;
+    let tree = "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\n";
+    fleet.publish(&[("outpost.toml", tree), ("t/a.conf", "managed a\n")])?;
+    fleet.ok(&["apply"])?;
+    assert!(!t.join("old.txt").exists() && !t.join("olddir").exists());
+    assert_eq!(std::fs::read_to_string(t.join("a.conf"))?, "managed a\n");
+    // While the tree is there, what it removed stays removed.
+    let plan = fleet.outpost(&["plan"])?;
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+    fleet.ok(&["apply"])?;
+    assert!(!t.join("old.txt").exists());
+
+    fleet.publish(&[("outpost.toml", "")])?;
+    let run = fleet.ok(&["apply"])?;
+    assert!(
+        run.stdout.contains("~ restore /opt/t/olddir/deeper/f"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fleet.host_snapshot()?, before, "the directory is as it was");
+    assert_eq!(fleet.outpost(&["plan"])?.code, 0);
+    Ok(())
+}
+
+/// Taking over more files than a process may have open at once: each original's content is
+/// read when it is journalled, no file stays open meanwhile.
+#[test]
+fn taking_over_more_files_than_can_be_open_at_once() -> Result {
+    if !std::path::Path::new("/usr/bin/prlimit").exists() {
+        eprintln!("skipped: prlimit is needed to lower the open-file limit");
+        return Ok(());
+    }
+    const FILES: usize = 300;
+    let fleet = Fleet::new()?;
+    let t = fleet.on_host("/opt/t");
+    std::fs::create_dir_all(&t)?;
+    let mut files = vec![(
+        "outpost.toml".to_owned(),
+        "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\n".to_owned(),
+    )];
+    for i in 0..FILES {
+        std::fs::write(t.join(format!("f{i}")), format!("host {i}\n"))?;
+        files.push((format!("t/f{i}"), format!("managed {i}\n")));
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    fleet.publish(&files)?;
+    let out = std::process::Command::new("/usr/bin/prlimit")
+        .arg("--nofile=128")
+        .arg(crate::support::BIN)
+        .arg("--config")
+        .arg(fleet.config())
+        .arg("apply")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(t.join("f7"))?, "managed 7\n");
+    fleet.publish(&[("outpost.toml", "")])?;
+    fleet.ok(&["apply"])?;
+    assert_eq!(std::fs::read_to_string(t.join("f7"))?, "host 7\n");
+    Ok(())
+}

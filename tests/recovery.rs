@@ -94,6 +94,19 @@ fn a_second_rollback_after_a_crashed_one_only_finishes_it() -> Result {
     let (fleet, first, _) = two_deployed()?;
     let crashed = fleet.outpost_env(&["rollback"], "OUTPOST_FAULT_AFTER_STEPS", "2")?;
     assert_ne!(crashed.code, 0);
+    // plan shows what apply or rollback does first: the rest of the rollback.
+    let plan = fleet.outpost(&["plan"])?;
+    assert_eq!(plan.code, 1, "{}", plan.stdout);
+    assert_eq!(
+        plan.stderr.trim_end(),
+        format!("outpost: the interrupted rollback of {first} is resumed first")
+    );
+    assert!(
+        plan.stdout
+            .ends_with("- remove /opt/t (directory), no longer in the manifest\n"),
+        "{}",
+        plan.stdout
+    );
     let run = fleet.ok(&["rollback"])?;
     assert!(
         run.stdout

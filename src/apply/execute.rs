@@ -10,7 +10,7 @@ use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Original, Store};
+use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Keep, Original, Store};
 
 /// Removes the temp files an interrupted deployment may have left beside the paths it
 /// journalled; returns how many.
@@ -118,7 +118,7 @@ pub fn run(
             message: format!("resumes deployment #{resumed}, interrupted"),
         });
     }
-    let id = store.begin_deployment(&Begin {
+    let begin = Begin {
         commit: &commit,
         kind,
         steps: &journal,
@@ -126,7 +126,13 @@ pub fn run(
         resumes: intent.resumes,
         bad: intent.leaves.map(|left| (left, bad_reason.as_str())),
         events: &begun,
-    })?;
+    };
+    let mut open = |path: &str| -> std::io::Result<std::fs::File> {
+        let path = HostPath::parse(path).map_err(std::io::Error::other)?;
+        let open = fs.open_regular(&path, MAX_ORIGINAL);
+        open.map(|o| o.file).map_err(std::io::Error::other)
+    };
+    let id = store.begin_deployment(&begin, &mut open)?;
 
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
@@ -426,11 +432,14 @@ fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyErr
 /// Whether `step` takes its path over: it changes a path outpost neither manages nor keeps
 /// the original of. `absent` means gone: what it removes is not kept (nor read).
 fn takes_over(step: &Step, managed: &BTreeSet<&HostPath>, kept: &BTreeSet<&str>) -> bool {
-    !matches!(
-        step.reason,
-        Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
-    ) && !managed.contains(&step.path)
-        && !kept.contains(step.path.to_string().as_str())
+    let changes = match &step.reason {
+        Reason::Parent | Reason::Pruned | Reason::Absent => false,
+        // What a tree removes from a directory it takes over now is kept, and comes back when
+        // the tree goes; what appears later in a tree's directory is drift.
+        Reason::NotInTree(root) => !managed.contains(root),
+        Reason::Missing | Reason::Drifted => true,
+    };
+    changes && !managed.contains(&step.path) && !kept.contains(step.path.to_string().as_str())
 }
 
 /// Refuses, at plan time, to take over a file too large to keep as an original.
@@ -463,14 +472,25 @@ fn capture_originals(
     seen: &Seen,
     managed: &BTreeSet<&HostPath>,
     kept: &BTreeSet<&str>,
-) -> Result<Vec<Original>, ApplyError> {
-    let mut out: Vec<Original> = Vec::new();
+) -> Result<Vec<Keep>, ApplyError> {
+    let mut out: Vec<Keep> = Vec::new();
+    let mut taken: BTreeSet<HostPath> = BTreeSet::new();
     for step in &plan.steps {
-        if !takes_over(step, managed, kept)
-            || out.last().is_some_and(|o| o.path == step.path.to_string())
-        {
+        if !takes_over(step, managed, kept) || taken.contains(&step.path) {
             continue;
         }
+        // A tree's extras come back into their directory: it is kept too.
+        if let Reason::NotInTree(root) = &step.reason
+            && !kept.contains(root.to_string().as_str())
+            && taken.insert(root.clone())
+            && let Some(st) = fs.stat(root)?
+        {
+            out.push(Keep {
+                original: directory_original(root, &st),
+                content: None,
+            });
+        }
+        taken.insert(step.path.clone());
         let bare = |kind: &str, (mode, uid, gid): (u32, u32, u32)| Original {
             path: step.path.to_string(),
             kind: kind.into(),
@@ -483,34 +503,69 @@ fn capture_originals(
             xattrs: Vec::new(),
             note: None,
         };
-        let original = match seen.observation.get(&step.path) {
+        let keep = match seen.observation.get(&step.path) {
             Some(Observed::File { .. }) => {
-                let copy = fs.copy_file(&step.path, MAX_ORIGINAL)?;
-                let st = copy.stat;
-                let note = (copy.links > 1).then(|| {
+                // Looked at now; its content is read into the store, in pieces, with the
+                // journal.
+                let open = fs.open_original(&step.path, MAX_ORIGINAL)?;
+                let st = open.stat;
+                let note = (open.links > 1).then(|| {
                     format!(
                         "it was one of {} hard links to one file; restored as a file of its own with the same content",
-                        copy.links
+                        open.links
                     )
                 });
-                Original {
-                    bytes: Some(copy.bytes),
-                    mtime_ns: copy.extras.mtime_ns,
-                    xattrs: copy.extras.xattrs,
-                    note,
-                    ..bare("file", (st.mode, st.uid, st.gid))
+                Keep {
+                    original: Original {
+                        mtime_ns: open.extras.mtime_ns,
+                        xattrs: open.extras.xattrs,
+                        note,
+                        ..bare("file", (st.mode, st.uid, st.gid))
+                    },
+                    content: Some(MAX_ORIGINAL),
                 }
             }
-            Some(Observed::Symlink { target }) => Original {
-                target: Some(target.display().to_string()),
-                ..bare("symlink", (0o777, 0, 0))
+            Some(Observed::Symlink { target }) => Keep {
+                original: Original {
+                    target: Some(target.display().to_string()),
+                    ..bare("symlink", (0o777, 0, 0))
+                },
+                content: None,
             },
-            Some(Observed::Directory { mode, uid, gid }) => bare("directory", (*mode, *uid, *gid)),
+            // A tree's extra was only listed: its attributes are looked up now.
+            Some(Observed::Directory { .. }) if matches!(step.reason, Reason::NotInTree(_)) => {
+                let Some(st) = fs.stat(&step.path)? else {
+                    continue;
+                };
+                Keep {
+                    original: directory_original(&step.path, &st),
+                    content: None,
+                }
+            }
+            Some(Observed::Directory { mode, uid, gid }) => Keep {
+                original: bare("directory", (*mode, *uid, *gid)),
+                content: None,
+            },
             _ => continue,
         };
-        out.push(original);
+        out.push(keep);
     }
     Ok(out)
+}
+
+fn directory_original(path: &HostPath, st: &Stat) -> Original {
+    Original {
+        path: path.to_string(),
+        kind: "directory".into(),
+        bytes: None,
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        target: None,
+        mtime_ns: None,
+        xattrs: Vec::new(),
+        note: None,
+    }
 }
 
 /// What one step did.
@@ -578,12 +633,17 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<Str
     };
     let owner = Some((original.uid, original.gid));
     match (original.kind.as_str(), &original.bytes, &original.target) {
-        ("file", Some(bytes), _) => {
+        ("file", bytes, _) => {
             let extras = Extras {
                 mtime_ns: original.mtime_ns,
                 xattrs: original.xattrs,
             };
-            fs.write_file_with(path, bytes, original.mode, owner, &extras)?;
+            // Kept by an older outpost as one blob, or in pieces, streamed back.
+            let mut source: Box<dyn std::io::Read + '_> = match bytes {
+                Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
+                None => Box::new(store.original_content(&original.path)),
+            };
+            fs.write_file_from(path, &mut source, original.mode, owner, &extras)?;
         }
         ("symlink", _, Some(target)) => fs.symlink(path, std::path::Path::new(target))?,
         ("directory", _, _) => {

@@ -12,8 +12,10 @@
 //! deployment completes, every path an unfinished one created or changed counts as managed, so
 //! a newer commit prunes what it created and restores what it took over.
 //!
-//! Originals are kept of the paths a deployment takes over (writes, chmods, chowns), never of
-//! what `absent` removes: absent means gone, and a dropped absent entry restores nothing. A
+//! Originals are kept of the paths a deployment takes over (writes, chmods, chowns) and of
+//! what a tree removes from a directory it takes over (they come back, parents first, when the
+//! tree goes), never of what `absent` removes: absent means gone, and a dropped absent entry
+//! restores nothing. Every kept original counts as managed. A
 //! file's original is its content, mode, owner, modification time and extended attributes,
 //! restored in that order (a chown clears `security.capability`); one larger than 1 GiB
 //! (`MAX_ORIGINAL`) is refused when the plan is made.
@@ -249,17 +251,19 @@ pub fn apply(
     mut fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let state = &config.state.dir;
-    std::fs::create_dir_all(state).map_err(|source| StoreError::CreateDir {
-        path: state.clone(),
-        source,
-    })?;
+    // Creates the state dir, private, when it is missing.
     let _lock = lock::acquire(state, lock::WAIT)?;
     let started = std::time::Instant::now();
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
     let mut fs = HostFs::open(&config.host.root)?;
     let resumed = match store.interrupted_deployment()? {
-        Some(interrupted) => resume(config, &store, &mut fs, interrupted, fault_after.take())?,
+        Some(interrupted) => {
+            let resumed = resume(config, &store, &mut fs, interrupted, fault_after.take())?;
+            // A fresh pass: the resumed deployment changed directories under the cache.
+            fs = HostFs::open(&config.host.root)?;
+            resumed
+        }
         None => None,
     };
     if goal == Goal::Rollback
@@ -424,7 +428,11 @@ impl Cycle {
         let clock = std::time::Instant::now();
         let inventory = store.inventory()?;
         let originals = store.original_paths()?;
-        let looked_at = with_touched(&inventory, store.touched_since_success()?);
+        // Managed: the inventory, what unfinished deployments touched, and every original
+        // kept (what a tree removed from a directory it took over is only there).
+        let mut touched = store.touched_since_success()?;
+        touched.extend(originals.iter().cloned());
+        let looked_at = with_touched(&inventory, touched);
         tracing::debug!(elapsed = ?clock.elapsed(), paths = inventory.len(), "inventory read");
         let clock = std::time::Instant::now();
         let seen = observe::observe(fs, &desired, &looked_at, &|_| false)?;
@@ -629,7 +637,7 @@ fn with_touched(
     let mut rows = inventory.to_vec();
     let known: std::collections::BTreeSet<&str> =
         inventory.iter().map(|r| r.path.as_str()).collect();
-    let extra: Vec<String> = touched
+    let extra: std::collections::BTreeSet<String> = touched
         .into_iter()
         .filter(|p| !known.contains(p.as_str()))
         .collect();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::fs::{FsError, HostFs, Kind, Stat};
 use crate::manifest::HostPath;
-use crate::plan::{BlobId, Desired, DesiredKind, Observation, Observed, blob_id};
+use crate::plan::{BlobId, Desired, DesiredKind, Observation, Observed};
 use crate::store::{InventoryRow, StatCache};
 
 /// Stat data recorded within this long of a change is not trusted: a second change in the same
@@ -226,9 +226,47 @@ fn content(
     if stat.size > MAX_HASHED {
         return Ok(null_blob());
     }
-    let blob = blob_id(&fs.read(path, MAX_HASHED)?);
+    let blob = hash_file(fs, path)?;
     seen.files.insert(path.clone(), (*stat, blob));
     Ok(blob)
+}
+
+/// The blob id of a file's content, read in pieces (memory bounded by a buffer). A file that
+/// changes size while it is read, or content crafted to collide in SHA-1, gets the null id,
+/// which no desired blob has: such a file counts as changed.
+fn hash_file(fs: &mut HostFs, path: &HostPath) -> Result<BlobId, FsError> {
+    use std::io::Read;
+    let mut open = fs.open_regular(path, MAX_HASHED)?;
+    let size = open.stat.size;
+    let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
+    hasher.update(&gix::objs::encode::loose_header(
+        gix::objs::Kind::Blob,
+        size,
+    ));
+    let mut buf = vec![0u8; 1 << 16];
+    let mut read: u64 = 0;
+    loop {
+        let n = match open.file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(FsError::Read {
+                    path: path.clone(),
+                    source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(5)),
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        read += n as u64;
+        if read > size {
+            break;
+        }
+    }
+    if read != size {
+        return Ok(null_blob());
+    }
+    Ok(hasher.try_finalize().unwrap_or_else(|_| null_blob()))
 }
 
 /// Whether stat data recorded in `cache` still vouches for the file's content.
@@ -336,6 +374,26 @@ mod tests {
             ino: 1,
             dev: 1,
         }
+    }
+
+    #[test]
+    fn a_file_hashed_in_pieces_has_its_blob_id() -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir(root.path().join("etc"))?;
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.path().join("etc/a"), &bytes)?;
+        std::fs::write(root.path().join("etc/empty"), b"")?;
+        let mut fs = HostFs::open(root.path())?;
+        let p = |s: &str| HostPath::parse(s).map_err(|e| e.to_string());
+        assert_eq!(
+            hash_file(&mut fs, &p("/etc/a")?)?,
+            crate::plan::blob_id(&bytes)
+        );
+        assert_eq!(
+            hash_file(&mut fs, &p("/etc/empty")?)?,
+            crate::plan::blob_id(b"")
+        );
+        Ok(())
     }
 
     #[test]

@@ -18,6 +18,8 @@ struct Builder<'a> {
     change: Vec<Step>,
     remove: Vec<Step>,
     prune: Vec<Step>,
+    /// Originals put back, after every removal.
+    restore: Vec<Step>,
     restart: BTreeSet<String>,
     parent_owner: (Owner, Group),
 }
@@ -36,6 +38,7 @@ pub fn make(
         change: Vec::new(),
         remove: Vec::new(),
         prune: Vec::new(),
+        restore: Vec::new(),
         restart: BTreeSet::new(),
     };
     for d in desired {
@@ -299,7 +302,9 @@ impl Builder<'_> {
     }
 
     /// Paths of the previous deployment no longer desired: removed if outpost created them,
-    /// restored if it took them over. Paths already removed above are left alone.
+    /// restored if it took them over. Paths already removed above are left alone, and so are
+    /// originals below an exact directory still desired: what a tree removed stays removed
+    /// until the tree goes.
     fn prunes(&mut self, previous: &[Managed]) {
         let needed: BTreeSet<HostPath> = self
             .desired
@@ -312,7 +317,9 @@ impl Builder<'_> {
                 continue;
             }
             if managed.took_over {
-                Self::step(&mut self.prune, path, Action::Restore, Reason::Pruned);
+                if !self.below_tree(path) {
+                    Self::step(&mut self.restore, path, Action::Restore, Reason::Pruned);
+                }
                 continue;
             }
             let found = self.observed(path);
@@ -325,16 +332,29 @@ impl Builder<'_> {
         }
     }
 
+    /// Whether `path` is below a desired exact directory (a tree).
+    fn below_tree(&self, path: &HostPath) -> bool {
+        std::iter::successors(path.parent(), HostPath::parent).any(|a| {
+            matches!(
+                self.desired.get(&a).map(|d| &d.kind),
+                Some(DesiredKind::Directory { exact: true, .. })
+            )
+        })
+    }
+
     fn finish(mut self) -> Plan {
         self.create.sort_by(|a, b| a.path.cmp(&b.path));
         self.change.sort_by(|a, b| a.path.cmp(&b.path));
         let deepest_first = |s: &Step| (Reverse(s.path.depth()), s.path.clone());
         self.remove.sort_by_key(deepest_first);
         self.prune.sort_by_key(deepest_first);
+        // Parents first: a directory comes back before what was in it.
+        self.restore.sort_by(|a, b| a.path.cmp(&b.path));
         let mut steps = self.create;
         steps.extend(self.change);
         steps.extend(self.remove);
         steps.extend(self.prune);
+        steps.extend(self.restore);
         Plan {
             steps,
             restart: self.restart,

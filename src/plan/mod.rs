@@ -17,8 +17,9 @@
 //! 1. directories are created, parents before children;
 //! 2. files are written, modes and owners fixed, symlinks set, by path;
 //! 3. removals (`absent`, extras of an exact directory), deepest first;
-//! 4. pruning of paths no longer desired, deepest first: a path outpost created is removed,
-//!    one it took over gets its original back.
+//! 4. pruning of paths no longer desired, deepest first: a path outpost created is removed;
+//! 5. then what outpost took over gets its original back, parents first (a directory before
+//!    what was in it). An original below a tree still desired stays removed.
 //!
 //! # Refusals
 //!

@@ -294,6 +294,49 @@ fn prune_removes_what_outpost_created_and_restores_what_it_took_over() -> TestRe
 }
 
 #[test]
+fn originals_come_back_parents_first_after_every_removal_and_not_below_a_tree() -> TestResult {
+    let observed = observation(&[
+        ("/opt/t", seen_dir(0o755)),
+        ("/opt/t/new", seen_file(b"n", 0o644, 0)),
+        ("/opt/u", seen_dir(0o755)),
+        ("/opt/u/a", seen_file(b"a", 0o644, 0)),
+    ]);
+    let managed = |path: &str, took_over: bool| Managed {
+        path: p(path),
+        took_over,
+    };
+    let previous = [
+        managed("/opt/t", true),
+        managed("/opt/t/new", false),
+        managed("/opt/t/old", true),
+        managed("/opt/t/olddir", true),
+        managed("/opt/t/olddir/f", true),
+        managed("/opt/u/gone", true),
+    ];
+    // The tree at /opt/t is dropped: its own file goes, then its originals come back.
+    let plan = make(
+        &[
+            dir("/opt/u", 0o755, true),
+            file("/opt/u/a", "a", 0o644, &[]),
+        ],
+        &observed,
+        &previous,
+    )?;
+    assert_eq!(
+        lines(&plan),
+        [
+            "- remove /opt/t/new (file), no longer in the manifest",
+            "~ restore /opt/t (the original from before outpost), no longer in the manifest",
+            "~ restore /opt/t/old (the original from before outpost), no longer in the manifest",
+            "~ restore /opt/t/olddir (the original from before outpost), no longer in the manifest",
+            "~ restore /opt/t/olddir/f (the original from before outpost), no longer in the manifest",
+        ],
+        "/opt/u/gone stays removed while the tree /opt/u is there"
+    );
+    Ok(())
+}
+
+#[test]
 fn only_changed_entries_restart_their_units() -> TestResult {
     let desired = [
         file("/etc/a.conf", "new\n", 0o644, &["a.service"]),

@@ -77,6 +77,18 @@ pub(super) const MIGRATION_3: &str =
     ALTER TABLE originals ADD COLUMN xattrs BLOB;
     ALTER TABLE originals ADD COLUMN note TEXT;";
 
+/// The next migration: originals' content as pieces (older originals keep theirs in `bytes`).
+pub(super) const ORIGINAL_CHUNKS: &str = "CREATE TABLE original_chunks (
+        path TEXT NOT NULL REFERENCES originals(path) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (path, seq)
+    ) WITHOUT ROWID;";
+
+/// Originals are stored in pieces of this size, so a file of any size kept is copied, and
+/// given back, with bounded memory.
+const CHUNK: usize = 4 << 20;
+
 /// The stat data a managed file had when its content was last known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatCache {
@@ -104,6 +116,18 @@ pub struct InventoryRow {
     pub target: Option<String>,
     pub stat: Option<StatCache>,
 }
+
+/// An original to keep; a file's content is read when it is journalled, at most `content`
+/// bytes, from the file [`Store::begin_deployment`]'s `open` gives (so no file stays open
+/// meanwhile, however many are taken over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep {
+    pub original: Original,
+    pub content: Option<u64>,
+}
+
+/// Opens a host file, by host path, for its content to be kept.
+pub type OpenContent<'a> = dyn FnMut(&str) -> std::io::Result<std::fs::File> + 'a;
 
 /// What was at a path before outpost first changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +217,7 @@ pub struct Begin<'a> {
     pub kind: &'a str,
     pub steps: &'a [JournalStep],
     /// Originals of the paths it takes over (one already kept is never replaced).
-    pub originals: &'a [Original],
+    pub originals: &'a [Keep],
     /// The interrupted deployment this one resumes, marked interrupted with this message.
     pub resumes: Option<(i64, &'a str)>,
     /// A commit marked bad, with the reason (the commit a rollback leaves).
@@ -328,12 +352,25 @@ impl Store {
         let size: Option<Option<i64>> = self
             .conn
             .query_row(
-                "SELECT length(bytes) FROM originals WHERE path = ?1",
+                "SELECT COALESCE(length(o.bytes),
+                     (SELECT sum(length(c.data)) FROM original_chunks c WHERE c.path = o.path))
+                 FROM originals o WHERE o.path = ?1",
                 [path],
                 |r| r.get(0),
             )
             .optional()?;
         Ok(size.flatten().map(to_u64))
+    }
+
+    /// The content of the kept original of `path`, read one stored piece at a time.
+    pub fn original_content(&self, path: &str) -> OriginalContent<'_> {
+        OriginalContent {
+            store: self,
+            path: path.to_owned(),
+            seq: 0,
+            chunk: Vec::new(),
+            at: 0,
+        }
     }
 
     /// The original of `path`, if outpost took it over.
@@ -368,7 +405,11 @@ impl Store {
     /// Journals a deployment before its first change: the target, the steps, the originals of
     /// paths it takes over, and with them the interrupted deployment it resumes and the bad
     /// mark of the commit a rollback leaves, so a crash can never separate them.
-    pub fn begin_deployment(&self, begin: &Begin<'_>) -> Result<i64, StoreError> {
+    pub fn begin_deployment(
+        &self,
+        begin: &Begin<'_>,
+        open: &mut OpenContent<'_>,
+    ) -> Result<i64, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         if let Some((resumed, message)) = begin.resumes {
             interrupted(&tx, resumed, message)?;
@@ -395,8 +436,12 @@ impl Store {
                      (path, kind, bytes, mode, uid, gid, target, saved, mtime_ns, xattrs, note)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for o in begin.originals {
-                keep.execute(params![
+            for Keep {
+                original: o,
+                content,
+            } in begin.originals
+            {
+                let added = keep.execute(params![
                     o.path,
                     o.kind,
                     o.bytes,
@@ -409,6 +454,13 @@ impl Store {
                     encode_xattrs(&o.xattrs),
                     o.note,
                 ])?;
+                if let (1, Some(max)) = (added, content) {
+                    let file = open(&o.path).map_err(|source| StoreError::ReadOriginal {
+                        path: o.path.clone(),
+                        source,
+                    })?;
+                    store_content(&tx, &o.path, &file, *max)?;
+                }
             }
             insert_events(&tx, begin.events, id)?;
         }
@@ -677,6 +729,81 @@ fn insert_events(
         event.execute(params![to_i64(now()), e.kind, e.path, e.message, id])?;
     }
     Ok(())
+}
+
+/// Reads `file` (at most `max` bytes) into the pieces of the original of `path`.
+fn store_content(
+    tx: &rusqlite::Connection,
+    path: &str,
+    mut file: &std::fs::File,
+    max: u64,
+) -> Result<(), StoreError> {
+    use std::io::Read;
+    let err = |source| StoreError::ReadOriginal {
+        path: path.to_owned(),
+        source,
+    };
+    let mut insert =
+        tx.prepare("INSERT INTO original_chunks (path, seq, data) VALUES (?1, ?2, ?3)")?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total: u64 = 0;
+    for seq in 0i64.. {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        total += filled as u64;
+        if total > max {
+            let grew = std::io::Error::other(format!("it grew past {max} bytes while kept"));
+            return Err(err(grew));
+        }
+        insert.execute(params![path, seq, &buf[..filled]])?;
+    }
+    Ok(())
+}
+
+/// The content of a kept original, as a reader over its stored pieces.
+pub struct OriginalContent<'a> {
+    store: &'a Store,
+    path: String,
+    seq: i64,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for OriginalContent<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            let next: Option<Vec<u8>> = self
+                .store
+                .conn
+                .query_row(
+                    "SELECT data FROM original_chunks WHERE path = ?1 AND seq = ?2",
+                    params![self.path, self.seq],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(std::io::Error::other)?;
+            let Some(next) = next else {
+                return Ok(0);
+            };
+            self.seq += 1;
+            self.chunk = next;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! SQLite in WAL mode with `synchronous=FULL`; the schema is versioned with
 //! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
-//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory. The
+//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory, as are
+//! the originals of taken-over files. The
 //! state dir is kept private ([`prepare_state_dir`]) and deleted content is zeroed
 //! (`secure_delete`).
 
@@ -13,8 +14,8 @@ mod secure;
 mod sync;
 
 pub use deploy::{
-    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
-    StatCache,
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Keep,
+    OpenContent, Original, OriginalContent, StatCache,
 };
 pub use secure::prepare_state_dir;
 pub use sync::SyncAttempt;
@@ -86,6 +87,7 @@ const MIGRATIONS: &[M] = &[
     ),
     M::up(deploy::MIGRATION_3),
     M::up(sync::MIGRATION),
+    M::up(deploy::ORIGINAL_CHUNKS),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,11 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("database query failed")]
     Query(#[from] rusqlite::Error),
+    #[error("cannot keep the original of {path}")]
+    ReadOriginal {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot read staged bundle {path}")]
     ReadStaged {
         path: PathBuf,
@@ -835,7 +842,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 5)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 6)"),
             "{msg}"
         );
         Ok(())

@@ -30,7 +30,9 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(create_err)?;
     // A directory just made by someone else's create_dir_all is tightened without a word.
     let empty = std::fs::read_dir(dir).map_err(create_err)?.next().is_none();
-    tighten(dir, 0o700, !empty).map_err(create_err)?;
+    // The state dir comes from the config: a symlink there is followed, as for the root.
+    let real = std::fs::canonicalize(dir).map_err(create_err)?;
+    tighten(&real, 0o700, !empty).map_err(create_err)?;
     for name in FILES {
         let path = dir.join(name);
         match tighten(&path, 0o600, true) {

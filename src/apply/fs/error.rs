@@ -54,6 +54,11 @@ pub enum FsError {
     CreateTemp { path: HostPath, source: Errno },
     #[error("cannot write {path}")]
     Write { path: HostPath, source: Errno },
+    #[error("cannot read what is to be written to {path}")]
+    Source {
+        path: HostPath,
+        source: std::io::Error,
+    },
     #[error("cannot flush {path} to disk")]
     SyncFile { path: HostPath, source: Errno },
     #[error("cannot move the new {path} into place")]

@@ -112,10 +112,11 @@ pub struct Extras {
 /// An extended attribute: (name, value).
 pub type Xattr = (Vec<u8>, Vec<u8>);
 
-/// A regular file as it is, to be kept as an original.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileCopy {
-    pub bytes: Vec<u8>,
+/// A regular file opened for reading (never through a symlink), with what is kept of it
+/// besides its content.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub file: File,
     pub stat: Stat,
     pub extras: Extras,
     /// Hard links to it (1: none besides this name).
@@ -187,16 +188,38 @@ impl HostFs {
 
     /// A regular file's bytes, at most `max` of them.
     pub fn read(&mut self, path: &HostPath, max: u64) -> Result<Vec<u8>, FsError> {
-        Ok(self.read_with(path, max, false)?.bytes)
+        let open = self.open_file(path, max, false)?;
+        // The file may grow after the fstat: read one byte past `max` to notice.
+        let mut bytes = Vec::with_capacity(usize::try_from(open.stat.size).unwrap_or(0));
+        open.file
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| FsError::Read {
+                path: path.clone(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)),
+            })?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
+            return Err(FsError::TooLarge {
+                path: path.clone(),
+                max,
+            });
+        }
+        Ok(bytes)
     }
 
-    /// A regular file's bytes (at most `max`), stat data, link count, modification time and
-    /// extended attributes: what is kept of a file outpost takes over.
-    pub fn copy_file(&mut self, path: &HostPath, max: u64) -> Result<FileCopy, FsError> {
-        self.read_with(path, max, true)
+    /// A regular file of at most `max` bytes, opened for reading in pieces.
+    pub fn open_regular(&mut self, path: &HostPath, max: u64) -> Result<OpenFile, FsError> {
+        self.open_file(path, max, false)
     }
 
-    fn read_with(&mut self, path: &HostPath, max: u64, extras: bool) -> Result<FileCopy, FsError> {
+    /// A regular file of at most `max` bytes, opened, with its stat data, link count,
+    /// modification time and extended attributes: what is kept of a file outpost takes over.
+    /// Its content is for the caller to read, in pieces.
+    pub fn open_original(&mut self, path: &HostPath, max: u64) -> Result<OpenFile, FsError> {
+        self.open_file(path, max, true)
+    }
+
+    fn open_file(&mut self, path: &HostPath, max: u64, extras: bool) -> Result<OpenFile, FsError> {
         let parent = self.parent(path)?;
         let err = |source| FsError::Read {
             path: path.clone(),
@@ -215,6 +238,12 @@ impl HostFs {
         if st.kind != Kind::File {
             return Err(FsError::NotRegularFile { path: path.clone() });
         }
+        if st.size > max {
+            return Err(FsError::TooLarge {
+                path: path.clone(),
+                max,
+            });
+        }
         let kept = if extras {
             Extras {
                 mtime_ns: Some(st.mtime_ns),
@@ -229,30 +258,8 @@ impl HostFs {
         // The field type of `st_nlink` differs between targets.
         #[allow(clippy::useless_conversion)]
         let links = u64::from(raw.st_nlink);
-        if st.size > max {
-            return Err(FsError::TooLarge {
-                path: path.clone(),
-                max,
-            });
-        }
-        // The file may grow after the fstat: read one byte past `max` to notice.
-        let mut bytes = Vec::with_capacity(usize::try_from(st.size).unwrap_or(0));
-        File::from(fd)
-            .take(max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                err(Errno::from_raw(
-                    e.raw_os_error().unwrap_or(Errno::EIO as i32),
-                ))
-            })?;
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
-            return Err(FsError::TooLarge {
-                path: path.clone(),
-                max,
-            });
-        }
-        Ok(FileCopy {
-            bytes,
+        Ok(OpenFile {
+            file: File::from(fd),
             stat: st,
             extras: kept,
             links,
@@ -297,15 +304,16 @@ impl HostFs {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<Stat, FsError> {
-        self.write_file_with(path, bytes, mode, owner, &Extras::default())
+        self.write_file_from(path, &mut &bytes[..], mode, owner, &Extras::default())
     }
 
-    /// [`HostFs::write_file`], the new file also getting `extras`: extended attributes after
-    /// the owner (a chown clears `security.capability`), the modification time last.
-    pub fn write_file_with(
+    /// [`HostFs::write_file`] with the content read from `source` in pieces (memory bounded
+    /// by a buffer), the new file also getting `extras`: extended attributes after the owner
+    /// (a chown clears `security.capability`), the modification time last.
+    pub fn write_file_from(
         &mut self,
         path: &HostPath,
-        bytes: &[u8],
+        source: &mut dyn Read,
         mode: u32,
         owner: Option<(u32, u32)>,
         extras: &Extras,
@@ -322,7 +330,7 @@ impl HostFs {
                 Mode::S_IRUSR | Mode::S_IWUSR,
             )
         })?;
-        let placed = fill(&fd, path, bytes, mode, owner, extras)
+        let placed = fill(&fd, path, source, mode, owner, extras)
             .and_then(|()| rename_into_place(parent, &temp, name, path));
         if let Err(e) = placed {
             let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);

@@ -80,29 +80,25 @@ pub(super) fn create_temp<T>(
 pub(super) fn fill(
     fd: &OwnedFd,
     path: &HostPath,
-    bytes: &[u8],
+    source: &mut dyn Read,
     mode: u32,
     owner: Option<(u32, u32)>,
     extras: &Extras,
 ) -> Result<(), FsError> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        match nix::unistd::write(fd, rest) {
-            Ok(0) => {
-                return Err(FsError::Write {
-                    path: path.clone(),
-                    source: Errno::EIO,
-                });
-            }
-            Ok(n) => rest = &rest[n..],
-            Err(Errno::EINTR) => {}
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                return Err(FsError::Write {
+                return Err(FsError::Source {
                     path: path.clone(),
                     source,
                 });
             }
-        }
+        };
+        write_all(fd, path, &buf[..n])?;
     }
     // Owner before mode: chown clears setuid and setgid.
     if let Some((uid, gid)) = owner {
@@ -136,6 +132,29 @@ pub(super) fn fill(
         path: path.clone(),
         source,
     })?;
+    Ok(())
+}
+
+fn write_all(fd: &OwnedFd, path: &HostPath, bytes: &[u8]) -> Result<(), FsError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, rest) {
+            Ok(0) => {
+                return Err(FsError::Write {
+                    path: path.clone(),
+                    source: Errno::EIO,
+                });
+            }
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(source) => {
+                return Err(FsError::Write {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        }
+    }
     Ok(())
 }
 
