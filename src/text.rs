@@ -22,6 +22,24 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape`] for text shown as lines (a diff, a file's content): newlines and tabs stay, every
+/// other control character is escaped.
+pub fn escape_lines(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| needs_escape(c) && c != '\n' && c != '\t';
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A `Display` of `s` through [`escape`], for format strings.
 pub struct Escaped<'a>(pub &'a str);
 
@@ -110,6 +128,7 @@ mod tests {
         assert_eq!(escape("rtl\u{202e}txt"), "rtl\\u{202e}txt");
         assert_eq!(Escaped("x\ny").to_string(), "x\\ny");
         assert_eq!(escape("ünïcödé ✓"), "ünïcödé ✓");
+        assert_eq!(escape_lines("-a\n+b\t\x1b[2J\r\n"), "-a\n+b\t\\x1b[2J\\r\n");
     }
 
     #[test]

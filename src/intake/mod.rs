@@ -1,7 +1,7 @@
 //! Intake of signed bundle files: `import` (files, or directories such as a mounted stick) and
 //! `verify` (every check, nothing written).
 //!
-//! Each file is staged and judged by [`judge`]; an accepted bundle's pack is promoted into the
+//! Each file is staged and judged by `judge`; an accepted bundle's pack is promoted into the
 //! object store, its verdict and the new high-water mark recorded in one transaction, and the
 //! tracked ref moved last. Bundles of one import are ordered by their prerequisites: one whose
 //! prerequisite is missing waits until the others were tried, so an incremental bundle applies
@@ -246,10 +246,8 @@ pub fn import(
     paths: &[PathBuf],
 ) -> Result<Vec<Report>, IntakeError> {
     let state = &config.state.dir;
-    std::fs::create_dir_all(state).map_err(|source| IntakeError::Staging {
-        path: state.clone(),
-        source,
-    })?;
+    // The state dir is private (0700) from its first moment.
+    crate::store::prepare_state_dir(state)?;
     let _lock = lock::acquire(state, lock::WAIT)?;
     let store = Store::open(state)?;
     let objects = ObjectStore::open_or_init(state)?;

@@ -8,7 +8,6 @@
 //! targets and file content are escaped, so nothing on the host can forge a plan line or
 //! drive the terminal.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -239,7 +238,7 @@ fn write_change(
             .context_radius(3)
             .header(&a, &b)
             .to_string();
-        return write!(f, "{}", escape(&diff, true));
+        return write!(f, "{}", crate::text::escape_lines(&diff));
     }
     writeln!(f, "  content: {sizes}")
 }
@@ -260,29 +259,5 @@ fn text(bytes: &[u8]) -> Option<&str> {
 
 /// A host path or symlink target as the plan shows it: control characters escaped.
 fn shown(path: &std::path::Path) -> String {
-    escape(&path.to_string_lossy(), false).into_owned()
-}
-
-/// Escapes control characters and bidirectional overrides, which could forge a plan line or
-/// drive the terminal; newlines and tabs are kept when `lines` (diff text).
-fn escape(text: &str, lines: bool) -> Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && !(lines && (c == '\n' || c == '\t')))
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(unsafe_char) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            c if !unsafe_char(c) => out.push(c),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x100 => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
-        }
-    }
-    Cow::Owned(out)
+    crate::text::escape(&path.to_string_lossy()).into_owned()
 }
