@@ -378,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             c.source.url.as_deref(),
-            Some("git://git.example.com/fleet.git")
+            Some("http://git.example.com/fleet.git")
         );
         Ok(())
     }
@@ -427,6 +427,7 @@ mod tests {
     #[test]
     fn an_unknown_url_scheme_names_the_key() {
         for url in [
+            "https://example.com/fleet.git",
             "ftp://example.com/fleet.git",
             "ssh://git@example.com/fleet.git",
             "git@example.com:fleet.git",

@@ -488,6 +488,30 @@ fn a_pack_over_max_fetch_size_is_refused_naming_the_setting() -> Result {
 }
 
 #[test]
+fn an_object_over_max_object_size_is_refused_naming_the_setting() -> Result {
+    let up = Upstream::new()?;
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{}\"\nmax_object_size = \"64KiB\"\n",
+        up.daemon.url("fleet.git")
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "the upstream sent an object larger than source.max_object_size (65536 bytes) once inflated"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+    assert_eq!(
+        up.fleet.status()?["sync"]["last_error"]["outcome"],
+        "refused"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_file_url_syncs_like_git() -> Result {
     let up = Upstream::new()?;
     let url = format!("file://{}", up.bare().display());
@@ -542,6 +566,22 @@ fn an_unknown_url_scheme_is_a_config_error() -> Result {
 }
 
 #[test]
+fn an_https_url_is_a_config_error_until_tls_fits_the_binary() -> Result {
+    let fleet = Fleet::new()?;
+    fleet.write_config("\n[source]\nurl = \"https://git.example.com/fleet.git\"\n")?;
+    let run = fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(
+            "source.url: \"https://git.example.com/fleet.git\": https:// is not built into this outpost; use http:// or git://"
+        ),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
+
+#[test]
 fn sync_without_a_url_is_a_usage_error() -> Result {
     let fleet = Fleet::new()?;
     let run = fleet.outpost(&["sync"])?;
@@ -581,6 +621,8 @@ impl HttpBackend {
                         Ok((stream, _)) => {
                             let base = base.clone();
                             std::thread::spawn(move || {
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
                                 let _ = serve_cgi(stream, &base);
                             });
                         }
@@ -610,11 +652,9 @@ impl Drop for HttpBackend {
     }
 }
 
-fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
+fn serve_cgi<S: Read + Write>(mut stream: S, base: &Path) -> Result {
     use std::io::BufRead;
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut reader = std::io::BufReader::new(&mut stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -643,6 +683,7 @@ fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
     let length: usize = header("content-length").map_or(Ok(0), |v| v.parse())?;
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut cgi = Command::new("git");
     cgi.arg("http-backend")
@@ -697,7 +738,6 @@ fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
             None => {}
         }
     }
-    let mut stream = stream;
     stream.write_all(
         format!(
             "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -774,5 +814,37 @@ fn an_http_pack_over_max_fetch_size_is_refused() -> Result {
         run.stdout
     );
     assert_eq!(up.fleet.trusted()?, None);
+    Ok(())
+}
+
+#[test]
+fn import_works_while_a_sync_waits_on_a_silent_upstream() -> Result {
+    let fleet = Fleet::new()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let silent = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    fleet.write_config(&format!(
+        "\n[source]\nurl = \"git://127.0.0.1:{port}/fleet.git\"\nfetch_timeout = \"6s\"\n"
+    ))?;
+    // A first command creates the state dir, so that the sync below starts at once.
+    assert_eq!(fleet.outpost(&["status"])?.code, 0);
+    let sync = fleet.command(&["sync"]).stdout(Stdio::piped()).spawn()?;
+    let held = silent.join().map_err(|_| "listener")??;
+    // The sync is connected and waiting: the state lock must be free for an import.
+    let tip = fleet.commit("outpost.toml", "# bundled\n")?;
+    let bundle = fleet.bundle("site.bundle", &["main"])?;
+    let started = Instant::now();
+    let run = fleet.outpost_paths("import", &[&bundle])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(fleet.trusted()?.as_deref(), Some(tip.as_str()));
+    let out = sync.wait_with_output()?;
+    drop(held);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("no complete answer within source.fetch_timeout (6s)"),
+        "{stdout}"
+    );
+    assert_eq!(fleet.trusted()?.as_deref(), Some(tip.as_str()));
     Ok(())
 }

@@ -27,6 +27,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for one fetch.
     pub fn new(limits: &Limits, meter: Arc<Meter>, deadline: Instant) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(limits.connect_timeout))

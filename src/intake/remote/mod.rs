@@ -3,7 +3,8 @@
 //!
 //! `git://` is a TCP connection opened with `source.connect_timeout`; `file://` is a
 //! `git upload-pack` outpost spawns (git must be installed). Both speak the git protocol (v2) to
-//! gix. `http://` is git's smart HTTP through [`http`], a ureq client. Every byte the upstream sends passes through a meter, which stops the fetch once
+//! gix. `http://` is git's smart HTTP through `http`, a ureq client. `https://` is not built in:
+//! a TLS stack would take the stripped binary past its 8 MB budget. Every byte the upstream sends passes through a meter, which stops the fetch once
 //! more than `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the
 //! process) at `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the
 //! tracked branch is asked for, without tags; what the host already has is negotiated from the
@@ -50,6 +51,11 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
     }
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).map_err(|e| format!("{url:?}: {e}"))?;
     let scheme = parsed.scheme.as_str();
+    if parsed.scheme == gix::url::Scheme::Https {
+        return Err(format!(
+            "{url:?}: https:// is not built into this outpost; use http:// or git:// (the signature of the tip commit protects what is fetched), or file://"
+        ));
+    }
     if !SCHEMES.contains(&scheme) {
         return Err(format!(
             "{url:?} uses {scheme}://, which outpost does not fetch; use {}",
@@ -73,11 +79,21 @@ pub struct Limits {
     pub max_object: usize,
 }
 
+/// Where a fetch may go and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Upstream<'a> {
+    pub url: &'a gix::Url,
+    pub tracked_ref: &'a str,
+    pub limits: Limits,
+}
+
 /// Why a fetch did not finish.
 #[derive(Debug)]
 pub enum FetchError {
     /// The upstream sent more than `source.max_fetch_size`.
     TooBig { max: u64 },
+    /// The pack holds an object that inflates past `source.max_object_size`.
+    ObjectTooBig { max: usize },
     /// `source.fetch_timeout` passed.
     TimedOut { after: Duration },
     /// Anything else: the network, the upstream, the protocol.
@@ -102,6 +118,8 @@ struct Meter {
     max: u64,
     over: AtomicBool,
     timed_out: AtomicBool,
+    /// The indexer met an object past `source.max_object_size`.
+    object_too_big: AtomicBool,
     interrupt: AtomicBool,
 }
 
@@ -217,121 +235,157 @@ impl Drop for Process {
     }
 }
 
-/// Fetches the tracked branch `tracked_ref` from `url` into `quarantine`.
-pub fn fetch(
-    quarantine: &mut Quarantine,
-    url: &gix::Url,
-    tracked_ref: &str,
-    limits: Limits,
-) -> Result<Fetched, FetchError> {
+/// Fetches the tracked branch from the upstream into `quarantine`.
+pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fetched, FetchError> {
     let started = Instant::now();
-    let deadline = started + limits.fetch_timeout;
+    let limits = upstream.limits;
     let meter = Arc::new(Meter {
         bytes: AtomicU64::new(0),
         max: limits.max_bytes,
         over: AtomicBool::new(false),
         timed_out: AtomicBool::new(false),
+        object_too_big: AtomicBool::new(false),
         interrupt: AtomicBool::new(false),
     });
-    let failed = |e: &dyn std::fmt::Display, stderr: &str| {
-        if meter.over.load(Ordering::Relaxed) {
-            FetchError::TooBig {
-                max: limits.max_bytes,
-            }
-        } else if meter.timed_out.load(Ordering::Relaxed) {
-            FetchError::TimedOut {
-                after: limits.fetch_timeout,
-            }
-        } else {
-            // git's own words ("fatal: ... does not appear to be a git repository") say more
-            // than the broken handshake they cause.
-            match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
-                Some(said) => FetchError::Failed(format!("{e}: git upload-pack said {said:?}")),
-                None => FetchError::Failed(e.to_string()),
-            }
-        }
+    let job = Job {
+        quarantine,
+        upstream,
+        meter: &meter,
+        deadline: started + limits.fetch_timeout,
     };
-    let outcome = match &url.scheme {
-        gix::url::Scheme::Git => {
-            let stream = connect_tcp(url, limits.connect_timeout).map_err(FetchError::Failed)?;
-            let closer = stream
-                .try_clone()
-                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))?;
-            let writer = stream
-                .try_clone()
-                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))?;
-            let _watchdog = Watchdog::start(deadline, Closer::Tcp(closer), meter.clone());
-            let host = url.host().unwrap_or_default().to_owned();
-            let connection = Connection::new(
-                std::io::BufReader::new(Metered {
-                    inner: stream,
-                    meter: meter.clone(),
-                }),
-                writer,
-                Protocol::V2,
-                url.path.clone(),
-                Some((host, url.port)),
-                ConnectMode::Daemon,
-                false,
-            )
-            .custom_url(Some(url.to_bstring()));
-            receive(quarantine, connection, url, tracked_ref, &meter, limits)
-                .map_err(|e| failed(&e, ""))?
-        }
-        gix::url::Scheme::File => {
-            let (process, stdout, stdin) = spawn_upload_pack(url).map_err(FetchError::Failed)?;
-            let _watchdog = Watchdog::start(
-                deadline,
-                Closer::Process(process.child.clone()),
-                meter.clone(),
-            );
-            let connection = Connection::new(
-                std::io::BufReader::new(Metered {
-                    inner: stdout,
-                    meter: meter.clone(),
-                }),
-                stdin,
-                Protocol::V2,
-                url.path.clone(),
-                None::<(String, Option<u16>)>,
-                ConnectMode::Process,
-                false,
-            )
-            .custom_url(Some(url.to_bstring()));
-            let received = receive(quarantine, connection, url, tracked_ref, &meter, limits);
-            match received {
-                Ok(outcome) => outcome,
-                Err(e) => return Err(failed(&e, &process.finish())),
-            }
-        }
-        gix::url::Scheme::Http => {
-            let _watchdog = Watchdog::start(deadline, Closer::Nothing, meter.clone());
-            let client = http::Client::new(&limits, meter.clone(), deadline);
-            let transport = gix_transport::client::blocking_io::http::connect_http(
-                client,
-                url.clone(),
-                Protocol::V2,
-                false,
-            );
-            receive(quarantine, transport, url, tracked_ref, &meter, limits)
-                .map_err(|e| failed(&e, ""))?
-        }
-        other => {
-            return Err(FetchError::Failed(format!(
-                "{} is not a supported scheme",
-                other.as_str()
-            )));
-        }
-    };
+    let (tip, pack) = match &upstream.url.scheme {
+        gix::url::Scheme::Git => job.over_tcp(),
+        gix::url::Scheme::File => job.over_process(),
+        gix::url::Scheme::Http => job.over_http(),
+        other => Err(FetchError::Failed(format!(
+            "{} is not a supported scheme",
+            other.as_str()
+        ))),
+    }?;
     quarantine
         .reopen()
         .map_err(|e| FetchError::Failed(e.to_string()))?;
-    tracing::debug!(elapsed = ?started.elapsed(), bytes = meter.bytes.load(Ordering::Relaxed), "fetched");
-    Ok(Fetched {
-        tip: outcome.0,
-        bytes: meter.bytes.load(Ordering::Relaxed),
-        pack: outcome.1,
-    })
+    let bytes = meter.bytes.load(Ordering::Relaxed);
+    tracing::debug!(elapsed = ?started.elapsed(), bytes, "fetched");
+    Ok(Fetched { tip, bytes, pack })
+}
+
+/// One fetch on its way.
+struct Job<'a> {
+    quarantine: &'a Quarantine,
+    upstream: &'a Upstream<'a>,
+    meter: &'a Arc<Meter>,
+    deadline: Instant,
+}
+
+impl Job<'_> {
+    /// `git://`: a TCP connection to a git daemon.
+    fn over_tcp(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let stream =
+            connect_tcp(url, self.upstream.limits.connect_timeout).map_err(FetchError::Failed)?;
+        let clone = || {
+            stream
+                .try_clone()
+                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))
+        };
+        let (closer, writer) = (clone()?, clone()?);
+        let _watchdog = Watchdog::start(self.deadline, Closer::Tcp(closer), self.meter.clone());
+        let host = url.host().unwrap_or_default().to_owned();
+        let connection = Connection::new(
+            self.metered(stream),
+            writer,
+            Protocol::V2,
+            url.path.clone(),
+            Some((host, url.port)),
+            ConnectMode::Daemon,
+            false,
+        )
+        .custom_url(Some(url.to_bstring()));
+        self.receive(connection).map_err(|e| self.failed(&e, ""))
+    }
+
+    /// `file://`: a `git upload-pack` this process spawns.
+    fn over_process(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let (process, stdout, stdin) = spawn_upload_pack(url).map_err(FetchError::Failed)?;
+        let closer = Closer::Process(process.child.clone());
+        let _watchdog = Watchdog::start(self.deadline, closer, self.meter.clone());
+        let connection = Connection::new(
+            self.metered(stdout),
+            stdin,
+            Protocol::V2,
+            url.path.clone(),
+            None::<(String, Option<u16>)>,
+            ConnectMode::Process,
+            false,
+        )
+        .custom_url(Some(url.to_bstring()));
+        self.receive(connection)
+            .map_err(|e| self.failed(&e, &process.finish()))
+    }
+
+    /// `http://`: git's smart HTTP.
+    fn over_http(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let _watchdog = Watchdog::start(self.deadline, Closer::Nothing, self.meter.clone());
+        let client = http::Client::new(&self.upstream.limits, self.meter.clone(), self.deadline);
+        let transport = gix_transport::client::blocking_io::http::connect_http(
+            client,
+            url.clone(),
+            Protocol::V2,
+            false,
+        );
+        self.receive(transport).map_err(|e| self.failed(&e, ""))
+    }
+
+    fn metered<R: Read>(&self, inner: R) -> std::io::BufReader<Metered<R>> {
+        std::io::BufReader::new(Metered {
+            inner,
+            meter: self.meter.clone(),
+        })
+    }
+
+    fn receive<T>(&self, transport: T) -> Result<(ObjectId, bool), String>
+    where
+        T: gix::protocol::transport::client::blocking_io::Transport,
+    {
+        receive(
+            self.quarantine,
+            transport,
+            self.upstream.url,
+            self.upstream.tracked_ref,
+            self.meter,
+            self.upstream.limits,
+        )
+    }
+
+    /// Why the fetch stopped: the size cap or the deadline when the meter saw them, else the
+    /// error, with what a spawned git said on stderr.
+    fn failed(&self, e: &dyn std::fmt::Display, stderr: &str) -> FetchError {
+        let limits = self.upstream.limits;
+        if self.meter.over.load(Ordering::Relaxed) {
+            return FetchError::TooBig {
+                max: limits.max_bytes,
+            };
+        }
+        if self.meter.timed_out.load(Ordering::Relaxed) {
+            return FetchError::TimedOut {
+                after: limits.fetch_timeout,
+            };
+        }
+        if self.meter.object_too_big.load(Ordering::Relaxed) {
+            return FetchError::ObjectTooBig {
+                max: limits.max_object,
+            };
+        }
+        // git's own words ("fatal: ... does not appear to be a git repository") say more
+        // than the broken handshake they cause.
+        match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(said) => FetchError::Failed(format!("{e}: git upload-pack said {said:?}")),
+            None => FetchError::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Runs gix's fetch over `connection`: the tip of the tracked branch, and whether a pack came.
@@ -373,7 +427,13 @@ where
     }
     let outcome = prepared
         .receive(gix::progress::Discard, &meter.interrupt)
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| {
+            let text = format!("{e:?}");
+            if text.contains("AllocationLimit") || text.contains("too large to fit in memory") {
+                meter.object_too_big.store(true, Ordering::Relaxed);
+            }
+            describe(&e)
+        })?;
     let tip = outcome
         .ref_map
         .mappings
@@ -480,6 +540,7 @@ mod tests {
             max: 10,
             over: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            object_too_big: AtomicBool::new(false),
             interrupt: AtomicBool::new(false),
         });
         let mut r = Metered {
