@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::judge::{self, Fault, TipVerdict, TrustedTip};
-use super::remote::{self, FetchError, Limits};
+use super::remote::{self, FetchError, Limits, Unfinished};
 use super::{IntakeError, Refusal, repair_ref, short};
 use crate::config::Config;
 use crate::lock;
@@ -228,10 +228,15 @@ fn fetch(
     config: &Config,
     fetch_dir: &Path,
     tracked_ref: &str,
-) -> Result<Result<(remote::Fetched, Quarantine), FetchError>, IntakeError> {
+) -> Result<Result<(remote::Fetched, Quarantine), Unfinished>, IntakeError> {
     let url = match remote::check_url(config.source.url.as_deref().unwrap_or_default()) {
         Ok(url) => url,
-        Err(e) => return Ok(Err(FetchError::Failed(format!("source.url: {e}")))),
+        Err(e) => {
+            return Ok(Err(Unfinished {
+                error: FetchError::Failed(format!("source.url: {e}")),
+                bytes: 0,
+            }));
+        }
     };
     let objects = ObjectStore::open_or_init(&config.state.dir)?;
     let mut quarantine = Quarantine::new(fetch_dir, Some(&objects))?;
@@ -250,17 +255,15 @@ fn fetch(
 }
 
 /// A fetch that did not complete: refused past a size limit, else failed.
-fn unfetched(e: FetchError, attempt: &mut SyncAttempt) -> Judged {
+fn unfetched(unfinished: Unfinished, attempt: &mut SyncAttempt) -> Judged {
+    attempt.bytes = unfinished.bytes;
     let refused = |attempt: &mut SyncAttempt, reason: String| {
         attempt.outcome = "refused".to_owned();
         attempt.error = Some(reason.clone());
         SyncOutcome::Refused { tip: None, reason }
     };
-    let outcome = match e {
-        FetchError::TooBig { max } => {
-            attempt.bytes = max;
-            refused(attempt, Refusal::FetchTooBig { max }.to_string())
-        }
+    let outcome = match unfinished.error {
+        FetchError::TooBig { max } => refused(attempt, Refusal::FetchTooBig { max }.to_string()),
         FetchError::ObjectTooBig { max } => {
             refused(attempt, Refusal::FetchedObjectTooBig { max }.to_string())
         }

@@ -100,6 +100,13 @@ pub enum FetchError {
     Failed(String),
 }
 
+/// A fetch that did not finish, and how much the upstream had sent until then.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub error: FetchError,
+    pub bytes: u64,
+}
+
 /// What a finished fetch brought.
 #[derive(Debug)]
 pub struct Fetched {
@@ -236,7 +243,7 @@ impl Drop for Process {
 }
 
 /// Fetches the tracked branch from the upstream into `quarantine`.
-pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fetched, FetchError> {
+pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fetched, Unfinished> {
     let started = Instant::now();
     let limits = upstream.limits;
     let meter = Arc::new(Meter {
@@ -253,7 +260,7 @@ pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fet
         meter: &meter,
         deadline: started + limits.fetch_timeout,
     };
-    let (tip, pack) = match &upstream.url.scheme {
+    let received = match &upstream.url.scheme {
         gix::url::Scheme::Git => job.over_tcp(),
         gix::url::Scheme::File => job.over_process(),
         gix::url::Scheme::Http => job.over_http(),
@@ -261,11 +268,15 @@ pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fet
             "{} is not a supported scheme",
             other.as_str()
         ))),
-    }?;
-    quarantine
-        .reopen()
-        .map_err(|e| FetchError::Failed(e.to_string()))?;
+    }
+    .and_then(|received| {
+        quarantine
+            .reopen()
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        Ok(received)
+    });
     let bytes = meter.bytes.load(Ordering::Relaxed);
+    let (tip, pack) = received.map_err(|error| Unfinished { error, bytes })?;
     tracing::debug!(elapsed = ?started.elapsed(), bytes, "fetched");
     Ok(Fetched { tip, bytes, pack })
 }
