@@ -62,8 +62,22 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
             supported()
         ));
     }
-    if parsed.scheme != gix::url::Scheme::File && parsed.host().is_none() {
-        return Err(format!("{url:?} names no host"));
+    match parsed.scheme {
+        gix::url::Scheme::File if parsed.host().is_some() => {
+            return Err(format!(
+                "{url:?} names a host; a file:// URL is a local path, written file:///PATH"
+            ));
+        }
+        gix::url::Scheme::File => {}
+        _ if parsed.host().is_none() => return Err(format!("{url:?} names no host")),
+        _ if parsed.user().is_some() || parsed.password().is_some() => {
+            // Not echoed: the URL holds a secret.
+            return Err(
+                "the URL holds credentials (user:password@), which outpost never sends over a plain transport; serve the repository to the hosts without authentication"
+                    .to_owned(),
+            );
+        }
+        _ => {}
     }
     Ok(parsed)
 }
@@ -543,6 +557,39 @@ fn spawn_upload_pack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked_for_what_outpost_can_fetch() {
+        for (url, said) in [
+            ("file://srv/fleet.git", "names a host"),
+            ("file://localhost/srv/fleet.git", "names a host"),
+            (
+                "http://user:secret@git.example.com/fleet.git",
+                "credentials",
+            ),
+            ("git://git.example.com:99999/fleet.git", "can not be parsed"),
+            ("git://git.example.com", "does not specify a path"),
+            (
+                "https://git.example.com/fleet.git",
+                "https:// is not built into this outpost",
+            ),
+            (
+                "ssh://git@git.example.com/fleet.git",
+                "uses ssh://, which outpost does not fetch",
+            ),
+        ] {
+            let err = check_url(url).map(|_| ()).unwrap_err();
+            assert!(err.contains(said), "{url}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        for url in [
+            "file:///srv/fleet.git",
+            "git://127.0.0.1:9418/fleet.git",
+            "http://git.example.com/fleet.git",
+        ] {
+            assert!(check_url(url).is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn the_meter_stops_past_the_cap() {
