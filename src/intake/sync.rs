@@ -7,7 +7,8 @@
 //! promoted into `objects/`, recorded with the new high-water mark, and the tracked ref moved.
 //!
 //! Every attempt is recorded in `sync_attempts`: accepted, up to date, refused (the upstream's
-//! answer was judged and found wanting, or was larger than `source.max_fetch_size`) or failed
+//! answer was judged and found wanting, or went past `source.max_fetch_size` or
+//! `source.max_object_size`) or failed
 //! (the network, the upstream or the protocol: nothing was judged). Neither a refusal nor a
 //! failure changes the trusted commit or anything deployed; only a failure of the host itself
 //! (state dir, database, object store files) is an [`IntakeError`].
@@ -121,8 +122,11 @@ impl fmt::Display for SyncReport {
 
 /// Fetches the tracked branch from `source.url` once and judges its tip; every attempt is
 /// recorded. `Ok` whatever the upstream did (see [`SyncReport::succeeded`]); `Err` only when
-/// the host failed, or when `source.url` is not set. Blocks for at most about
-/// `source.fetch_timeout` plus the time to judge and to wait for the state lock.
+/// the host failed, when `source.url` is not set ([`IntakeError::NoUpstream`]), or when
+/// another process held the fetch lock (another sync) or the state lock for longer than
+/// [`lock::WAIT`] ([`IntakeError::Lock`]; try again later). Blocks for at most about
+/// `source.fetch_timeout` plus the time to judge and to wait for the locks; run it on a
+/// blocking thread.
 pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeError> {
     let url = config.source.url.clone().ok_or(IntakeError::NoUpstream)?;
     let state = &config.state.dir;

@@ -3,12 +3,14 @@
 //!
 //! `git://` is a TCP connection opened with `source.connect_timeout`; `file://` is a
 //! `git upload-pack` outpost spawns (git must be installed). Both speak the git protocol (v2) to
-//! gix. `http://` is git's smart HTTP through `http`, a ureq client. `https://` is not built in:
-//! a TLS stack would take the stripped binary past its 8 MB budget. Every byte the upstream sends passes through a meter, which stops the fetch once
-//! more than `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the
-//! process) at `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the
-//! tracked branch is asked for, without tags; what the host already has is negotiated from the
-//! object store's refs (the quarantine's alternates), so fetches are incremental.
+//! gix. `http://` is git's smart HTTP through `http`, a ureq client. `https://` is not built
+//! in: a TLS stack would take the stripped binary past its 8 MB budget.
+//!
+//! Every byte the upstream sends passes through a meter, which stops the fetch once more than
+//! `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the process) at
+//! `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the tracked branch is
+//! asked for, without tags; what the host already has is negotiated from the object store's
+//! refs (the quarantine's alternates), so fetches are incremental.
 
 use std::io::Read;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
