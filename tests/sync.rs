@@ -26,9 +26,11 @@ struct GitDaemon {
 impl GitDaemon {
     fn start(base: &Path) -> Result<Self> {
         let port = free_port()?;
-        let child = Command::new("git")
+        // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the
+        // daemon it started running.
+        let exec_path = run(Command::new("git").arg("--exec-path"))?;
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),
