@@ -536,6 +536,26 @@ fn a_file_url_syncs_like_git() -> Result {
 }
 
 #[test]
+fn an_upstream_without_the_tracked_branch_is_a_recorded_failure() -> Result {
+    let up = Upstream::new()?;
+    let url = up.daemon.url("fleet.git");
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nbranch = \"stable\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "failed {url}: the upstream has no refs/heads/stable; check source.branch and source.url"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+    Ok(())
+}
+
+#[test]
 fn a_file_url_to_no_repository_is_a_recorded_failure() -> Result {
     let fleet = Fleet::new()?;
     let url = format!("file://{}", fleet.path("nowhere.git").display());
