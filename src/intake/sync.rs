@@ -134,7 +134,7 @@ pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeE
     let fetch_dir = fetch_dir(state)?;
     let _fetching = lock::acquire(&fetch_dir, lock::WAIT)?;
     clear_leftovers(&fetch_dir)?;
-    prepare(state, &tracked_ref)?;
+    let store = prepare(state, &tracked_ref)?;
     let mut attempt = SyncAttempt {
         at: store::now(),
         url,
@@ -149,7 +149,7 @@ pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeE
     let fetched = fetch(config, &fetch_dir, &tracked_ref)?;
 
     let _lock = lock::acquire(state, lock::WAIT)?;
-    let store = Store::open(state)?;
+    // Opened anew: it sees packs another process promoted meanwhile.
     let objects = ObjectStore::open_or_init(state)?;
     let judged = match fetched {
         Err(e) => unfetched(e, &mut attempt),
@@ -218,13 +218,16 @@ fn settle(
     })
 }
 
-/// Under the state lock: the database migrated, the object store there, the tracked ref where
-/// the high-water mark says (the negotiation with the upstream starts from it).
-fn prepare(state: &Path, tracked_ref: &str) -> Result<(), IntakeError> {
+/// Under the state lock: the database opened (and migrated), the object store there, the
+/// tracked ref where the high-water mark says (the negotiation with the upstream starts from
+/// it). The database stays open for the rest of the sync: opening it is what a sync that finds
+/// nothing new spends most of its time on.
+fn prepare(state: &Path, tracked_ref: &str) -> Result<Store, IntakeError> {
     let _lock = lock::acquire(state, lock::WAIT)?;
     let store = Store::open(state)?;
     let objects = ObjectStore::open_or_init(state)?;
-    repair_ref(&objects, store.high_water()?.as_ref(), tracked_ref)
+    repair_ref(&objects, store.high_water()?.as_ref(), tracked_ref)?;
+    Ok(store)
 }
 
 /// Fetches into a new quarantine in `fetch_dir`.
