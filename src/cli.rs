@@ -27,6 +27,9 @@ struct Cli {
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Fail at once when another outpost process holds the state lock, instead of waiting
+    #[arg(long, global = true)]
+    no_wait: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +41,29 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
         /// One JSON object per bundle on stdout
+        #[arg(long)]
+        json: bool,
+        /// Then write this host's report into each directory's outpost/reports/
+        #[arg(long)]
+        report: bool,
+    },
+    /// Take a plugged stick: mount it read-only, import its bundles, write the report, unmount
+    Usb {
+        #[arg(value_name = "DEVICE")]
+        device: PathBuf,
+        /// Apply a newly trusted commit at once (when no daemon runs to do it)
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the cached signed bundles another host needs into DIR/outpost/, for relaying
+    Export {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Only what a host that has this commit lacks
+        #[arg(long, value_name = "COMMIT")]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +95,8 @@ enum Command {
     Apply,
     /// Go back to the previous successful deployment (the commit left is marked bad)
     Rollback,
+    /// Run the agent: follow the spool, repair drift on a timer (under systemd: Type=notify)
+    Daemon,
     /// List deployments and the drift repairs they made
     History {
         #[arg(long)]
@@ -150,24 +178,104 @@ fn load_policy(config: &Config) -> Result<TrustPolicy, Failure> {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.no_wait {
+        crate::lock::never_wait();
+    }
     let config = load_config(&cli.config)?;
     // Before any command trusts the high-water mark: a floor file ahead of the database is
     // taken only when the commit it names is signed by an allowed signer.
     intake::check_mirror(&config)?;
     match &cli.command {
-        Command::Import { paths, json } => {
+        Command::Import {
+            paths,
+            json,
+            report,
+        } => {
             let policy = load_policy(&config)?;
             let files = intake::collect(paths)?;
-            if files.is_empty() {
+            let reports = if files.is_empty() {
                 let list: Vec<String> = paths.iter().map(|p| crate::text::path(p)).collect();
                 eprintln!("outpost: no *.bundle files in {}", list.join(", "));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let reports = intake::import(&config, &policy, &files)?;
+                Vec::new()
+            } else {
+                intake::import(&config, &policy, &files)?
+            };
             for report in &reports {
                 print_report(report, *json)?;
             }
-            Ok(exit_for(reports.iter().any(|r| r.outcome.is_refused())))
+            let mut failed = reports.iter().any(|r| r.outcome.is_refused());
+            if *report {
+                for dir in paths.iter().filter(|p| p.is_dir()) {
+                    match crate::report::write(&config, dir) {
+                        Ok(path) => {
+                            eprintln!("outpost: report written to {}", crate::text::path(&path))
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "outpost: error: {}",
+                                crate::text::escape(&format!("{:#}", anyhow::Error::from(e)))
+                            );
+                            failed = true;
+                        }
+                    }
+                }
+            }
+            Ok(exit_for(failed))
+        }
+        Command::Usb {
+            device,
+            apply,
+            json,
+        } => {
+            let policy = load_policy(&config)?;
+            let plugged = intake::usb::usb(&config, &policy, device)
+                .map_err(|e| Failure::Failed(e.into()))?;
+            for report in &plugged.reports {
+                print_report(report, *json)?;
+            }
+            let mut failed = plugged.reports.iter().any(|r| r.outcome.is_refused());
+            match &plugged.report {
+                Some(Ok(path)) => {
+                    eprintln!("outpost: report written to {}", crate::text::path(path))
+                }
+                Some(Err(why)) => {
+                    eprintln!("outpost: report not written: {}", crate::text::escape(why));
+                    failed = true;
+                }
+                None => {}
+            }
+            let accepted = plugged
+                .reports
+                .iter()
+                .any(|r| matches!(r.outcome, intake::Outcome::Accepted { .. }));
+            if *apply && accepted {
+                return run_apply(&config, Goal::Newest)
+                    .map(|code| if failed { ExitCode::from(1) } else { code });
+            }
+            Ok(exit_for(failed))
+        }
+        Command::Export { dir, since, json } => {
+            let exported = crate::export::export(&config, dir, since.as_deref())
+                .map_err(|e| Failure::Failed(e.into()))?;
+            if *json {
+                let text = serde_json::to_string_pretty(&exported)
+                    .context("cannot encode the export")
+                    .map_err(Failure::Failed)?;
+                say(&format!("{text}\n"));
+            } else {
+                for file in &exported.files {
+                    say(&format!("wrote {}\n", crate::text::path(file)));
+                }
+                say(&format!(
+                    "a host importing {} reaches {}\n",
+                    crate::text::path(&exported.dir),
+                    exported.tip
+                ));
+            }
+            if let Some(note) = &exported.note {
+                eprintln!("outpost: {note}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, json } => {
             let policy = load_policy(&config)?;
@@ -197,6 +305,11 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Apply => run_apply(&config, Goal::Newest),
         Command::Rollback => run_apply(&config, Goal::Rollback),
         Command::History { json, limit } => run_history(&config, *json, *limit),
+        Command::Daemon => {
+            let policy = load_policy(&config)?;
+            crate::daemon::run(&cli.config, config, policy).map_err(Failure::Failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let status = status::gather(&config).map_err(|e| match e {
                 StoreError::Newer { .. } => Failure::Usage(e.into()),
@@ -221,7 +334,8 @@ fn plan_failure(e: ApplyError) -> Failure {
         ApplyError::Store(StoreError::Newer { .. })
         | ApplyError::NothingTrusted
         | ApplyError::Manifest { .. }
-        | ApplyError::Plan { .. } => Failure::Usage(e.into()),
+        | ApplyError::Plan { .. }
+        | ApplyError::OriginalTooLarge { .. } => Failure::Usage(e.into()),
         e => Failure::Failed(e.into()),
     }
 }
@@ -254,6 +368,15 @@ fn run_plan(config: &Config, stat: bool) -> Result<ExitCode, Failure> {
 fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
     let fault = std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok());
     let applied = apply::apply(config, goal, fault).map_err(apply_failure)?;
+    if let Some(resumed) = &applied.resumed {
+        say(&format!(
+            "{}resumed the interrupted {} of {}: {}\n",
+            resumed.shown,
+            resumed.kind,
+            resumed.commit,
+            crate::status::count(resumed.steps as u64, "step")
+        ));
+    }
     if let Some(note) = &applied.note {
         eprintln!("outpost: {note}");
     }
@@ -326,4 +449,9 @@ fn exit_for(refused: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The command-line definition, for generating man pages and shell completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

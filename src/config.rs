@@ -39,6 +39,43 @@ pub struct Config {
     pub source: SourceConfig,
     #[serde(default)]
     pub apply: ApplyConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub usb: UsbConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbConfig {
+    /// Write this host's report onto each stick `outpost usb` takes.
+    #[serde(default = "default_true")]
+    pub report: bool,
+    /// Where `outpost usb` mounts sticks, each in a private directory.
+    #[serde(default = "default_usb_mount_dir")]
+    pub mount_dir: PathBuf,
+}
+
+impl Default for UsbConfig {
+    fn default() -> Self {
+        Self {
+            report: true,
+            mount_dir: default_usb_mount_dir(),
+        }
+    }
+}
+
+fn default_usb_mount_dir() -> PathBuf {
+    PathBuf::from("/run/outpost")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A Prometheus text file the daemon rewrites after each cycle (node_exporter's textfile
+    /// collector reads `*.prom` from its directory). Default: none.
+    #[serde(default)]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +152,10 @@ pub struct ApplyConfig {
     /// running outpost (rootless test and demo hosts).
     #[serde(default = "default_true")]
     pub set_owner: bool,
+    /// Globs of host paths whose content `plan` never shows (besides every file that is not
+    /// world-readable).
+    #[serde(default = "default_redact")]
+    pub redact: Vec<String>,
 }
 
 fn default_root() -> PathBuf {
@@ -146,6 +187,17 @@ fn default_fetch_timeout() -> Duration {
 }
 fn default_max_future() -> Duration {
     Duration::from_secs(365 * 86_400)
+}
+fn default_redact() -> Vec<String> {
+    [
+        "/etc/shadow*",
+        "/etc/gshadow*",
+        "/etc/ssh/ssh_host_*_key",
+        "/etc/ssl/private/**",
+        "**/*.key",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 fn default_apply_interval() -> Duration {
     Duration::from_secs(15 * 60)
@@ -201,6 +253,7 @@ impl Default for ApplyConfig {
             allowed_paths: default_allowed_paths(),
             health_timeout: default_health_timeout(),
             set_owner: true,
+            redact: default_redact(),
         }
     }
 }
@@ -295,6 +348,10 @@ impl Config {
         if let Some(p) = self.source.spool.as_mut() {
             join(p);
         }
+        if let Some(p) = self.metrics.textfile.as_mut() {
+            join(p);
+        }
+        join(&mut self.usb.mount_dir);
     }
 }
 

@@ -29,6 +29,9 @@
 //! # Modules
 //!
 //! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.
+//! * [`daemon`] — `outpost daemon`: one tokio loop deciding *when* (reconcile timer, spool
+//!   watch, signals, sd_notify, metrics file); every step is a CLI pipeline function on a
+//!   blocking thread, holding the state lock for that step only.
 //! * [`config`] — `config.toml`: typed, every key defaulted but `trust.allowed_signers`.
 //! * [`host`] — the host root, name and labels: the seam tests point at a temp dir.
 //! * [`trust`] — allowed_signers and revoked keys; verifies SSHSIG signatures of bundle files
@@ -37,16 +40,20 @@
 //! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
 //!   ancestry, commit signatures, the tracked ref.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
-//!   checksummed mirror file `state_dir/floor`.
-//! * [`intake`] — import and verify of bundle files and directories (a mounted stick), and
-//!   upstream sync ([`intake::sync`]): the tracked branch fetched from `source.url` with gix
-//!   into a quarantine, its tip judged by the same function as a bundle's tip.
+//!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
+//!   the originals; the private state dir; upstream sync attempts.
+//! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
+//!   `intake::spool` decides when a dropped bundle has arrived whole; upstream sync
+//!   ([`intake::sync`]): the tracked branch fetched from `source.url` with gix into a
+//!   quarantine, its tip judged by the same function as a bundle's tip.
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
 //! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
 //! * [`apply`] — a reconcile cycle: target commit, desired paths, observe (stat cache), plan,
 //!   journal, execute through [`apply::fs`] (the only code writing under the host root),
 //!   inventory; `rollback`; recovery of an interrupted deployment.
+//! * [`report`] — the host report written onto a stick (`outpost/reports/<host>.json`).
+//! * [`export`] — relaying: the cached signed bundles another host needs, written as received.
 //! * [`status`] — what `outpost status` reports, as a serde type.
 //! * [`text`] — what reaches a person: control characters escaped, times formatted totally.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
@@ -76,18 +83,30 @@
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
 //! * A deployment is journalled before its first host change; every file is replaced
-//!   atomically, so after a crash each managed file is entirely old or new.
+//!   atomically, so after a crash each managed file is entirely old or new. A journalled
+//!   deployment ends `success` or `failed` with its error; one a crash cut short is resumed,
+//!   to its own target and as its own kind, before anything else.
+//! * The state dir is 0700 and its files 0600 (looser ones are tightened, with a log line):
+//!   it holds the originals of taken-over files, which may be secrets. Originals given back
+//!   are zeroed in the database (`secure_delete`) and the write-ahead log is truncated.
+//! * `plan` never shows the content of a file that is not world-readable (desired or on the
+//!   host) or matches `apply.redact`, and escapes control characters from the host.
+//! * A commit marked bad (the one a rollback left) is never deployed again by `apply`; the
+//!   mark is written with the rollback's journal.
 
 pub mod apply;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod export;
 pub mod host;
 pub mod intake;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
 pub mod repo;
+pub mod report;
 pub mod status;
 pub mod store;
 pub mod text;

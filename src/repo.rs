@@ -207,6 +207,30 @@ fn commit_info(repo: &gix::Repository, oid: ObjectId) -> Result<CommitInfo, Repo
     })
 }
 
+/// Whether `ancestor` is reachable from `descendant` (or equal to it) in `repo`.
+fn is_ancestor(
+    repo: &gix::Repository,
+    ancestor: ObjectId,
+    descendant: ObjectId,
+) -> Result<bool, RepoError> {
+    if ancestor == descendant {
+        return Ok(true);
+    }
+    if !repo.has_object(ancestor) {
+        return Ok(false);
+    }
+    let walk_err = |e: gix::Error| RepoError::Walk {
+        oid: descendant,
+        message: message(&e),
+    };
+    for info in repo.rev_walk([descendant]).all().map_err(walk_err)? {
+        if info.map_err(walk_err)?.id == ancestor {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 impl ObjectStore {
     /// Opens the object store, creating it on first use.
     pub fn open_or_init(state_dir: &Path) -> Result<Self, RepoError> {
@@ -261,6 +285,11 @@ impl ObjectStore {
     /// The signature, payload, committer time and subject of commit `oid`.
     pub fn commit_info(&self, oid: ObjectId) -> Result<CommitInfo, RepoError> {
         commit_info(&self.repo, oid)
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` (or equal to it).
+    pub fn is_ancestor(&self, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, RepoError> {
+        is_ancestor(&self.repo, ancestor, descendant)
     }
 
     /// Whether the store has `oid`.
@@ -379,22 +408,7 @@ impl Quarantine {
 
     /// Whether `ancestor` is reachable from `descendant` (or equal to it).
     pub fn is_ancestor(&self, ancestor: ObjectId, descendant: ObjectId) -> Result<bool, RepoError> {
-        if ancestor == descendant {
-            return Ok(true);
-        }
-        if !self.repo.has_object(ancestor) {
-            return Ok(false);
-        }
-        let walk_err = |e: gix::Error| RepoError::Walk {
-            oid: descendant,
-            message: message(&e),
-        };
-        for info in self.repo.rev_walk([descendant]).all().map_err(walk_err)? {
-            if info.map_err(walk_err)?.id == ancestor {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        is_ancestor(&self.repo, ancestor, descendant)
     }
 
     /// Checks that the bundle is complete, like git's connectivity check after a fetch, but

@@ -31,8 +31,28 @@ pub struct Status {
     pub drift: Option<Drift>,
     pub bundles: Vec<Bundle>,
     pub rejected: Vec<Rejected>,
+    /// The newest deployment, whatever its result.
+    pub last_deployment: Option<LastDeployment>,
+    /// Commits marked bad (rolled back from).
+    pub bad_commits: u64,
+    /// Refusals of bundles in all, repeats counted.
+    pub rejected_total: u64,
+    /// Bundles in the spool directory not taken yet, and what each waits for.
+    pub spool: Vec<crate::intake::spool::Pending>,
     /// Upstream sync: the configured URL and the newest successful and failed attempts.
     pub sync: SyncStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastDeployment {
+    pub commit: String,
+    pub kind: String,
+    pub result: String,
+    pub started_at: String,
+    /// Unix seconds, for scripts and metrics.
+    pub started_unix: u64,
+    /// How long it took; null while it runs or when it was interrupted.
+    pub duration_seconds: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +67,9 @@ pub struct SyncStatus {
 #[derive(Debug, Serialize)]
 pub struct SyncEntry {
     pub at: String,
+    /// `at` in Unix seconds, for metrics.
+    #[serde(skip)]
+    pub at_unix: u64,
     /// `accepted`, `up-to-date`, `refused` or `failed`.
     pub outcome: String,
     pub tip: Option<String>,
@@ -59,6 +82,7 @@ impl From<store::SyncAttempt> for SyncEntry {
     fn from(a: store::SyncAttempt) -> Self {
         Self {
             at: rfc3339(a.at),
+            at_unix: a.at,
             outcome: a.outcome,
             tip: a.tip,
             bytes: a.bytes,
@@ -175,6 +199,21 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         Some(s) => deployments(s)?,
         None => (None, None),
     };
+    let last_deployment = match &store {
+        Some(s) => s.deployments(1)?.pop().map(|d| LastDeployment {
+            started_at: rfc3339(d.started),
+            started_unix: d.started,
+            duration_seconds: d.finished.map(|f| f.saturating_sub(d.started)),
+            commit: d.commit,
+            kind: d.kind,
+            result: d.result,
+        }),
+        None => None,
+    };
+    let (bad_commits, rejected_total) = match &store {
+        Some(s) => s.counts()?,
+        None => (0, 0),
+    };
     let drift = deployed.as_ref().map(|_| drift(config));
     let sync = SyncStatus {
         url: config.source.url.clone(),
@@ -217,6 +256,10 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
                 last_at: rfc3339(r.last_seen),
             })
             .collect(),
+        last_deployment,
+        bad_commits,
+        rejected_total,
+        spool: crate::intake::spool::pending(&config.spool_dir()),
         sync,
     })
 }
@@ -330,7 +373,11 @@ impl fmt::Display for HistoryEntry {
             writeln!(f, "      error: {}", Escaped(error))?;
         }
         for e in &self.events {
-            writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?;
+            match e.kind.as_str() {
+                // The deployment chain reads best as a sentence.
+                "rolled-back" | "resumed" => writeln!(f, "      {}", Escaped(&e.message))?,
+                _ => writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?,
+            }
         }
         Ok(())
     }
@@ -410,6 +457,17 @@ impl fmt::Display for Status {
                 bytesize::ByteSize(b.size).display().iec().to_string(),
                 Escaped(&b.source)
             )?;
+        }
+        if !self.spool.is_empty() {
+            writeln!(f, "spool     {} waiting", self.spool.len())?;
+            for p in &self.spool {
+                writeln!(
+                    f,
+                    "          {}  waiting for {}",
+                    crate::text::path(&p.file),
+                    p.waiting_for
+                )?;
+            }
         }
         writeln!(f, "rejected  {}", self.rejected.len())?;
         for r in &self.rejected {

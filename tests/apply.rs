@@ -168,9 +168,11 @@ fn hand_edited_file_is_put_back_and_the_event_names_path_and_commit() -> Result 
     std::fs::write(&conf, "server evil.example.com\n")?;
     let run = fleet.outpost(&["plan"])?;
     assert_eq!(run.code, 1);
+    // 0640 is not world-readable: its content is never shown, a diff least of all.
+    let hashes = "24 B 04e1af38f910 -> 31 B 423913f74249";
     assert_eq!(
         run.stdout,
-        "~ write /etc/chrony/chrony.conf (0640 root:root, 31 B)\n--- a/etc/chrony/chrony.conf\n+++ b/etc/chrony/chrony.conf\n@@ -1 +1 @@\n-server evil.example.com\n+server time.example.com iburst\n"
+        format!("~ write /etc/chrony/chrony.conf (0640 root:root, 31 B)\n  content differs (secret: 0640, diff hidden): {hashes}\n")
             .replace("root:root", &owner_names()?)
     );
     assert_eq!(fleet.status()?["drift"]["change"], 1);
@@ -341,27 +343,61 @@ fn apply_with_nothing_trusted_says_so() -> Result {
 }
 
 #[test]
-fn second_apply_waits_then_names_the_holder() -> Result {
-    let (fleet, _) = fleet_with_manifest()?;
+fn a_second_apply_waits_for_the_holder_and_names_it() -> Result {
+    use std::io::BufRead;
+    let (fleet, commit) = fleet_with_manifest()?;
     let lock = fleet.state().join("lock");
     let holder = fleet.hold_lock()?;
     let pid = holder.pid.clone();
+
+    // --no-wait: refused at once, naming the holder.
     let started = std::time::Instant::now();
-    let run = fleet.outpost(&["apply"])?;
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(2),
-        "the second apply waits for the holder first"
-    );
-    assert_eq!(run.code, 1);
+    let run = fleet.outpost(&["--no-wait", "apply"])?;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(
-        run.stderr.trim_end(),
-        format!(
-            "outpost: error: another outpost process (pid {pid}) holds {}; wait for it to finish or stop it",
-            lock.display()
+        (run.code, run.stderr.trim_end()),
+        (
+            1,
+            format!(
+                "outpost: error: another outpost process (pid {pid}) holds {}; wait for it to finish or stop it",
+                lock.display()
+            )
+            .as_str()
         )
     );
-    assert!(!fleet.on_host("/etc/chrony/chrony.conf").exists());
+
+    // Without it: waits as long as it takes, saying for whom after a few seconds.
+    let mut waiting = fleet
+        .command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = waiting.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stderr).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let said = rx.recv_timeout(std::time::Duration::from_secs(30));
+    assert!(
+        !fleet.on_host("/etc/chrony/chrony.conf").exists(),
+        "nothing happens while the lock is held"
+    );
     drop(holder);
+    let done = waiting.wait_with_output()?;
+    let said = said?;
+    assert!(
+        said.contains(&format!(
+            "waiting for another outpost process (pid {pid}) that holds {}; stop it, or run with --no-wait to fail at once",
+            lock.display()
+        )),
+        "{said}"
+    );
+    assert_eq!(done.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&done.stdout).ends_with(&format!("applied {commit}: 14 steps\n"))
+    );
     Ok(())
 }
 

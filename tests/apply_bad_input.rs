@@ -295,3 +295,137 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+#[test]
+fn owner_is_the_no_change_id() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = format!("{}owner = 4294967295\n", file_at("/etc/x"));
+    let error = "outpost.toml: file #1 (/etc/x): owner 4294967295 is the \"no change\" id (-1), which cannot own a path; give a real uid";
+    assert_refused(&fleet, &deployed, &[("outpost.toml", &manifest)], error)
+}
+
+#[test]
+fn group_is_the_no_change_id() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = format!("{}group = \"4294967295\"\n", file_at("/etc/x"));
+    let error = "outpost.toml: file #1 (/etc/x): group 4294967295 is the \"no change\" id (-1), which cannot own a path; give a real gid";
+    assert_refused(&fleet, &deployed, &[("outpost.toml", &manifest)], error)
+}
+
+#[test]
+fn setuid_mode_in_a_tree_names_what_to_do() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let manifest = "[[tree]]\npath = \"/opt/t\"\nsource = \"t\"\nmode = \"04755\"\n";
+    let error = "outpost.toml: tree #1 (/opt/t): mode \"04755\" sets setuid/setgid, which a tree never gives its files; declare such a file in a [[file]] entry with allow_setid = true";
+    assert_refused(
+        &fleet,
+        &deployed,
+        &[("outpost.toml", manifest), ("t/bin", "#!/bin/sh\n")],
+        error,
+    )
+}
+
+#[test]
+fn absent_below_a_symlinked_directory() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let outside = fleet.path("outside");
+    std::fs::create_dir_all(outside.join("y"))?;
+    std::os::unix::fs::symlink(&outside, fleet.on_host("/etc/x"))?;
+    let commit = fleet.publish(&[("outpost.toml", "[[absent]]\npath = \"/etc/x/y\"\n")])?;
+    let expected = format!(
+        "outpost: error: cannot plan commit {commit}: cannot check that /etc/x/y is absent: /etc/x is a symlink, which outpost never follows; remove the symlink or change the manifest"
+    );
+    assert_unchanged_after_apply(&fleet, &deployed, &expected, 2)?;
+    assert!(
+        outside.join("y").is_dir(),
+        "nothing outside the root is touched"
+    );
+    Ok(())
+}
+
+/// Mounts a tmpfs with `options` at `dir` (created), or says why it cannot.
+fn tmpfs(dir: &std::path::Path, options: &str) -> Result<Option<Unmount>> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir)?;
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()?;
+    if !mounted.success() {
+        eprintln!("skipped: cannot mount a tmpfs at {}", dir.display());
+        return Ok(None);
+    }
+    Ok(Some(Unmount(dir.to_owned())))
+}
+
+fn three_files(size: usize) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| (format!("{n}.dat"), n.repeat(size)))
+        .collect();
+    let manifest: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("[[file]]\npath = \"/srv/small/{n}.dat\"\nsource = \"{n}.dat\"\n\n"))
+        .collect();
+    files.push(("outpost.toml".into(), manifest));
+    files
+}
+
+/// A deployment that would fill the disk is refused before any change.
+#[test]
+fn not_enough_free_space_changes_nothing() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let Some(_unmount) = tmpfs(&fleet.on_host("/srv/small"), "size=1m")? else {
+        return Ok(());
+    };
+    let files = three_files(400 << 10);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let commit = fleet.publish(&files)?;
+    let expected = "outpost: error: not enough free space on the filesystem holding /srv/small/a.dat: 2.6 MiB needed with a margin, 1.0 MiB available; nothing was changed, free some space and apply again";
+    assert_unchanged_after_apply(&fleet, &deployed, expected, 1)?;
+    assert_ne!(
+        fleet.history()?[0]["commit"],
+        commit,
+        "a refused deployment is not started"
+    );
+    Ok(())
+}
+
+/// When the disk fills anyway (here: no inodes left), the recorded error keeps the errno.
+#[test]
+fn a_full_disk_midway_is_recorded_with_its_errno() -> Result {
+    let (fleet, deployed) = deployed_fleet()?;
+    let Some(_unmount) = tmpfs(&fleet.on_host("/srv/small"), "size=4m,nr_inodes=3")? else {
+        return Ok(());
+    };
+    let files = three_files(10);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let commit = fleet.publish(&files)?;
+    let run = fleet.outpost(&["apply"])?;
+    let error =
+        "cannot create a temporary file next to /srv/small/c.dat: ENOSPC: No space left on device";
+    assert_eq!(
+        (run.code, run.stderr.trim_end()),
+        (1, format!("outpost: error: {error}").as_str())
+    );
+    let history = fleet.history()?;
+    assert_eq!(
+        (
+            &history[0]["commit"],
+            &history[0]["result"],
+            &history[0]["error"]
+        ),
+        (&commit.into(), &"failed".into(), &error.into())
+    );
+    assert_eq!(fleet.deployed()?, Some(deployed));
+    Ok(())
+}

@@ -1,10 +1,11 @@
-//! Crash safety: `outpost apply` killed at every step of a deployment of a few hundred files.
+//! Crash safety: `outpost apply` and `outpost rollback` killed at every step of a deployment
+//! of a few hundred files.
 //!
 //! The binary aborts (SIGABRT, no unwinding, no destructors) after N steps when
-//! `OUTPOST_FAULT_AFTER_STEPS=N` is set. For every third N over the whole deployment, on a fresh copy
-//! of the host and the state: each managed file must be entirely its old or its new version,
-//! and after a restart no temp file may remain, SQLite must pass `integrity_check`, and the
-//! next apply must converge.
+//! `OUTPOST_FAULT_AFTER_STEPS=N` is set. For every third (rollback: fifth) N over the whole
+//! deployment, on a fresh copy of the host and the state: each managed file must be entirely
+//! its old or its new version, and after a restart no temp file may remain, SQLite must pass
+//! `integrity_check`, and the next apply must converge to the interrupted deployment's target.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -56,95 +57,148 @@ fn files_under(dir: &Path) -> Result<BTreeMap<String, (String, u32)>> {
     Ok(out)
 }
 
+/// The files of the tree at `v` with their mode, as `files_under` gives them.
+fn expected(v: u32, mode: u32) -> BTreeMap<String, (String, u32)> {
+    version(v)
+        .into_iter()
+        .map(|(p, c)| (p.trim_start_matches("files/app/").to_owned(), (c, mode)))
+        .collect()
+}
+
+/// Copies the fleet's host, state and config into `template`.
+fn template(fleet: &Fleet, name: &str) -> Result<std::path::PathBuf> {
+    let template = fleet.path(name);
+    std::fs::create_dir(&template)?;
+    for part in ["host", "state", "config.toml", "allowed_signers"] {
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(fleet.path(part))
+            .arg(&template))?;
+    }
+    Ok(template)
+}
+
+fn outpost(config: &Path, command: &str, fault: Option<usize>) -> Result<std::process::Output> {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).arg(command);
+    if let Some(n) = fault {
+        cmd.env("OUTPOST_FAULT_AFTER_STEPS", n.to_string());
+    }
+    Ok(cmd.output()?)
+}
+
+/// Runs `command` killed after every `stride`th step on a fresh copy of `template`. After each
+/// kill every file of the tree must be entirely `before` or `after`; a restart (`apply`) must
+/// leave no temp file, a sound database, the tree at `after` (the interrupted deployment's
+/// own target, deployed as `target`), and a clean `plan`. Returns how many kills there were.
+fn sweep(
+    fleet: &Fleet,
+    template: &Path,
+    command: &str,
+    stride: usize,
+    before: &BTreeMap<String, (String, u32)>,
+    (after, target): &(BTreeMap<String, (String, u32)>, String),
+) -> Result<usize> {
+    for (kills, n) in (0..).step_by(stride).enumerate() {
+        let dir = fleet.path(&format!("{command}-crash-{n}"));
+        run(Command::new("cp").arg("-a").arg(template).arg(&dir))?;
+        let config = dir.join("config.toml");
+        let status = outpost(&config, command, Some(n))?;
+        let app = dir.join("host/opt/app");
+        for (rel, (content, mode)) in files_under(&app)? {
+            let is_old = before.get(&rel).is_some_and(|(c, _)| *c == content);
+            let is_new = after.get(&rel).is_some_and(|(c, _)| *c == content);
+            let name_is_temp = rel.contains(".outpost-tmp.");
+            assert!(
+                is_old || is_new || name_is_temp,
+                "{command} after {n} steps: {rel} is neither old nor new: {content:?}"
+            );
+            assert!(
+                mode == 0o644 || mode == 0o600,
+                "{command} after {n} steps: {rel} has mode {mode:o}"
+            );
+        }
+        if status.status.success() {
+            assert!(
+                n > FILES,
+                "the {command} should take more than {FILES} steps, took {n}"
+            );
+            std::fs::remove_dir_all(&dir)?;
+            return Ok(kills);
+        }
+        // Restart: the next apply recovers and converges.
+        let rerun = outpost(&config, "apply", None)?;
+        assert!(
+            rerun.status.success(),
+            "{command} after {n} steps: {}",
+            String::from_utf8_lossy(&rerun.stderr)
+        );
+        let temps = run(Command::new("find")
+            .arg(dir.join("host"))
+            .args(["-name", ".outpost-tmp.*"]))?;
+        assert_eq!(temps, "", "{command} after {n} steps temp files remain");
+        let db = rusqlite::Connection::open(dir.join("state/outpost.db"))?;
+        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        assert_eq!(check, "ok", "{command} after {n} steps");
+        assert_eq!(
+            files_under(&app)?,
+            *after,
+            "{command} after {n} steps the host did not converge"
+        );
+        let status = outpost(&config, "status", None)?;
+        let status = String::from_utf8_lossy(&status.stdout);
+        assert!(
+            status.contains(&format!("deployed  {target} ")),
+            "{command} after {n} steps: {status}"
+        );
+        let plan = outpost(&config, "plan", None)?;
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "{command} after {n} steps: {}",
+            String::from_utf8_lossy(&plan.stdout)
+        );
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Err("unreachable: the sweep ends when a run is not killed".into())
+}
+
 #[test]
 fn apply_killed_at_every_step_leaves_old_or_new_files_and_converges() -> Result {
     let fleet = Fleet::new()?;
     publish(&fleet, 1, MANIFEST_V1)?;
     assert_eq!(fleet.outpost(&["apply"])?.code, 0);
     let old = files_under(&fleet.on_host("/opt/app"))?;
-    publish(&fleet, 2, MANIFEST_V2)?;
-    let template = fleet.path("template");
-    std::fs::create_dir(&template)?;
-    for name in ["host", "state", "config.toml", "allowed_signers"] {
-        run(Command::new("cp")
-            .arg("-a")
-            .arg(fleet.path(name))
-            .arg(&template))?;
-    }
-    let new: BTreeMap<String, (String, u32)> = version(2)
-        .into_iter()
-        .map(|(p, c)| (p.trim_start_matches("files/app/").to_owned(), (c, 0o600)))
-        .collect();
-
+    assert_eq!(old, expected(1, 0o644));
+    let v2 = publish(&fleet, 2, MANIFEST_V2)?;
+    let template = template(&fleet, "template")?;
     // Every third step, over the whole deployment: each kind of step is hit many times while
     // the test stays well under a minute.
-    for n in (0..).step_by(3) {
-        let dir = fleet.path(&format!("crash-{n}"));
-        run(Command::new("cp").arg("-a").arg(&template).arg(&dir))?;
-        let config = dir.join("config.toml");
-        let status = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("apply")
-            .env("OUTPOST_FAULT_AFTER_STEPS", n.to_string())
-            .output()?;
-        let app = dir.join("host/opt/app");
-        for (rel, (content, mode)) in files_under(&app)? {
-            let is_old = old.get(&rel).is_some_and(|(c, _)| *c == content);
-            let is_new = new.get(&rel).is_some_and(|(c, _)| *c == content);
-            let name_is_temp = rel.contains(".outpost-tmp.");
-            assert!(
-                is_old || is_new || name_is_temp,
-                "after {n} steps {rel} is neither old nor new: {content:?}"
-            );
-            assert!(
-                mode == 0o644 || mode == 0o600,
-                "after {n} steps {rel} has mode {mode:o}"
-            );
-        }
-        if status.status.success() {
-            assert!(
-                n > FILES,
-                "the deployment should take more than {FILES} steps, took {n}"
-            );
-            std::fs::remove_dir_all(&dir)?;
-            break;
-        }
-        // Restart: the next apply recovers and converges.
-        let rerun = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("apply")
-            .output()?;
-        assert!(
-            rerun.status.success(),
-            "after {n} steps: {}",
-            String::from_utf8_lossy(&rerun.stderr)
-        );
-        let temps = run(Command::new("find")
-            .arg(dir.join("host"))
-            .args(["-name", ".outpost-tmp.*"]))?;
-        assert_eq!(temps, "", "after {n} steps temp files remain");
-        let db = rusqlite::Connection::open(dir.join("state/outpost.db"))?;
-        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-        assert_eq!(check, "ok", "after {n} steps");
-        assert_eq!(
-            files_under(&app)?,
-            new,
-            "after {n} steps the host did not converge"
-        );
-        let plan = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("plan")
-            .output()?;
-        assert_eq!(
-            plan.status.code(),
-            Some(0),
-            "after {n} steps: {}",
-            String::from_utf8_lossy(&plan.stdout)
-        );
-        std::fs::remove_dir_all(&dir)?;
-    }
+    let after = (expected(2, 0o600), v2);
+    let kills = sweep(&fleet, &template, "apply", 3, &old, &after)?;
+    assert!(kills > FILES / 3, "only {kills} kills");
+    Ok(())
+}
+
+/// The same for a rollback from v2 to v1: the restart finishes the rollback (v1, the commit
+/// it went to), never the commit it left.
+#[test]
+fn rollback_killed_at_every_step_leaves_old_or_new_files_and_is_resumed() -> Result {
+    let fleet = Fleet::new()?;
+    let v1 = publish(&fleet, 1, MANIFEST_V1)?;
+    assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+    publish(&fleet, 2, MANIFEST_V2)?;
+    assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+    let template = template(&fleet, "template")?;
+    let after = (expected(1, 0o644), v1);
+    let kills = sweep(
+        &fleet,
+        &template,
+        "rollback",
+        5,
+        &expected(2, 0o600),
+        &after,
+    )?;
+    assert!(kills > FILES / 5, "only {kills} kills");
     Ok(())
 }

@@ -3,13 +3,24 @@
 
 mod support;
 
+mod absent;
 mod apply;
 mod apply_bad_input;
 mod bad_input;
+mod coarse;
 mod crash;
+mod daemon;
+mod deployment;
+mod docs;
 mod hostile_stick;
 mod import;
+mod originals;
+mod recovery;
+mod relay;
+mod rollback;
+mod secrets;
 mod state;
 mod stock_bundles;
 mod sync;
 mod time_floor;
+mod usb;

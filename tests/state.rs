@@ -58,7 +58,12 @@ fn status_reads_while_another_process_holds_the_lock() -> Result {
     assert_eq!(fleet.outpost_paths("import", &[&bundle])?.code, 0);
     let holder = fleet.hold_lock()?;
     assert_eq!(fleet.trusted()?, Some(tip));
-    let run = fleet.outpost_paths("import", &[&bundle])?;
+    // --no-wait: an import would otherwise wait for the holder as long as it takes.
+    let run: crate::support::Run = fleet
+        .command(&["--no-wait", "import"])
+        .arg(&bundle)
+        .output()?
+        .into();
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains(&format!(

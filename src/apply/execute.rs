@@ -4,19 +4,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gix::ObjectId;
 
-use super::fs::{HostFs, Kind, Stat};
+use super::fs::{Extras, HostFs, Kind, Stat};
 use super::observe::{self, Seen};
-use super::{Applied, ApplyError, Cycle, Goal, now_ns};
+use super::{Applied, ApplyError, Cycle, now_ns};
 use crate::manifest::HostPath;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{DeployEvent, Finish, InventoryRow, Original, Store};
+use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Original, Store};
 
-/// Finishes what an interrupted deployment left: its temp files go, it is marked interrupted.
-pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
-    let Some((_, commit, paths)) = store.interrupted_deployment()? else {
-        return Ok(());
-    };
+/// Removes the temp files an interrupted deployment may have left beside the paths it
+/// journalled; returns how many.
+pub fn remove_temp_files(fs: &mut HostFs, paths: &[String]) -> usize {
     let dirs: BTreeSet<HostPath> = paths
         .iter()
         .filter_map(|p| HostPath::parse(p).ok()?.parent())
@@ -28,15 +26,23 @@ pub fn recover(store: &Store, fs: &mut HostFs) -> Result<(), ApplyError> {
             Err(e) => tracing::debug!(dir = %dir, error = %e, "no temp files removed"),
         }
     }
-    let message = format!(
-        "the deployment of {commit} was interrupted; {removed} temp files removed, converging again"
-    );
-    tracing::warn!("{message}");
-    store.mark_interrupted(&message)?;
-    Ok(())
+    removed
 }
 
-/// The bytes of a blob from the object store.
+/// What a deployment is, besides its plan.
+pub struct Intent<'a> {
+    /// `apply`, `repair` or `rollback`.
+    pub kind: &'a str,
+    /// The interrupted deployment it resumes (id, message).
+    pub resumes: Option<(i64, &'a str)>,
+    /// The commit a rollback leaves: marked bad with the journal.
+    pub leaves: Option<&'a str>,
+    /// Test hook: abort after this many steps.
+    pub fault_after: Option<usize>,
+}
+
+/// The bytes of a blob from the object store, held once: they are moved out of the object,
+/// not copied (a 1 GiB file costs 1 GiB, not 2).
 pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Vec<u8>, ApplyError> {
     let object = objects
         .repo()
@@ -46,8 +52,12 @@ pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Ve
             path: path.clone(),
             message: e.probable_cause().to_string(),
         })?;
-    Ok(object.data.clone())
+    Ok(object.detach().data)
 }
+
+/// The largest file outpost keeps as an original when it takes the path over; a larger one is
+/// refused before anything changes.
+pub const MAX_ORIGINAL: u64 = observe::MAX_HASHED;
 
 /// Journals and executes the cycle's plan, then records the new inventory.
 pub fn run(
@@ -55,9 +65,8 @@ pub fn run(
     objects: &ObjectStore,
     fs: &mut HostFs,
     cycle: Cycle,
-    goal: Goal,
+    intent: &Intent<'_>,
     fingerprint: &str,
-    fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let Cycle {
         planned,
@@ -70,99 +79,71 @@ pub fn run(
     } = cycle;
     let commit = planned.commit.to_string();
     let same = planned.deployed.as_deref() == Some(commit.as_str());
-    let kind = match goal {
-        Goal::Rollback => "rollback",
-        Goal::Newest if same => "repair",
-        Goal::Newest => "apply",
-    };
+    let kind = intent.kind;
     let plan = planned.plan;
     let shown = plan.to_string();
-    if plan.is_empty() && same {
+    if plan.is_empty() && same && intent.resumes.is_none() {
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
         store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
         return Ok(Applied::nothing(commit, planned.note));
     }
-    preflight(fs, &plan)?;
+    preflight(fs, store, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
-    let journal: Vec<(String, String)> = plan
+    let journal: Vec<JournalStep> = plan
         .steps
         .iter()
-        .map(|s| (s.path.to_string(), s.to_string()))
-        .collect();
-    let id = store.begin_deployment(&commit, kind, &journal, &to_keep)?;
-
-    let mut written: BTreeMap<HostPath, Stat> = BTreeMap::new();
-    let mut done: BTreeSet<HostPath> = BTreeSet::new();
-    let mut dirs: BTreeSet<Option<HostPath>> = BTreeSet::new();
-    for (n, step) in plan.steps.iter().enumerate() {
-        if fault_after == Some(n) {
-            // Test hook: a crash at an exact point of the deployment.
-            std::process::abort();
-        }
-        match execute(fs, objects, store, step) {
-            Ok(stat) => {
-                if let Some(stat) = stat {
-                    written.insert(step.path.clone(), stat);
-                }
-                done.insert(step.path.clone());
-                dirs.insert(step.path.parent());
-            }
-            Err(e) => {
-                let error = format!("{}: {e}", step.path);
-                let inventory = partial_inventory(store, &desired, &done, &plan)?;
-                let finish = Finish {
-                    result: "failed",
-                    error: Some(&error),
-                    inventory: &inventory,
-                    restored: &[],
-                    events: &[],
-                    repairs: 0,
-                    describes: None,
-                    whole: true,
-                };
-                store.finish_deployment(id, &finish)?;
-                return Err(e);
-            }
-        }
-    }
-    for dir in &dirs {
-        fs.sync_dir(dir.as_ref())?;
-    }
-    let now = now_ns();
-    let inventory = inventory(&desired, &seen, &written, now);
-    let restored: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            matches!(s.action, Action::Restore)
-                || (s.reason == Reason::Pruned && kept.contains(s.path.to_string().as_str()))
+        .map(|s| JournalStep {
+            path: s.path.to_string(),
+            step: s.to_string(),
+            touches: !matches!(s.action, Action::Remove { .. } | Action::Restore),
         })
-        .map(|s| s.path.to_string())
         .collect();
-    let drifted = drifted(&previous, &seen);
-    let events = events(&plan, &commit, &drifted);
-    let repairs = plan
-        .steps
-        .iter()
-        .filter(|s| drifted.contains(&s.path))
-        .map(|s| &s.path)
-        .collect::<BTreeSet<_>>()
-        .len();
-    let finish = Finish {
-        result: "success",
-        error: None,
-        inventory: &inventory,
-        restored: &restored,
-        events: &events,
-        repairs: repairs as u64,
-        describes: Some((&commit, fingerprint)),
-        whole: !partial,
+    let bad_reason = format!("rolled back to {commit}");
+    let mut begun = Vec::new();
+    if let Some(left) = intent.leaves {
+        begun.push(DeployEvent {
+            kind: "rolled-back",
+            path: left.to_owned(),
+            message: format!("rolled back from {left} to {commit}; {left} is marked bad"),
+        });
+    }
+    if let Some((resumed, _)) = intent.resumes {
+        begun.push(DeployEvent {
+            kind: "resumed",
+            path: commit.clone(),
+            message: format!("resumes deployment #{resumed}, interrupted"),
+        });
+    }
+    let id = store.begin_deployment(&Begin {
+        commit: &commit,
+        kind,
+        steps: &journal,
+        originals: &to_keep,
+        resumes: intent.resumes,
+        bad: intent.leaves.map(|left| (left, bad_reason.as_str())),
+        events: &begun,
+    })?;
+
+    // From here on every way out goes through `finish`: the deployment ends `success` or
+    // `failed` with its error, never `running` (only a crash leaves it so).
+    let mut progress = Progress::default();
+    let result = steps(fs, objects, store, &plan, intent.fault_after, &mut progress);
+    // The steps done are made durable even when a later one failed.
+    let result = result.and(sync_dirs(fs, &progress));
+    let ended = Ended {
+        commit: &commit,
+        fingerprint,
+        desired: &desired,
+        seen: &seen,
+        previous: &previous,
+        kept: &kept,
+        partial,
     };
-    store.finish_deployment(id, &finish)?;
+    let repairs = finish(store, id, &ended, &plan, &progress, result)?;
     Ok(Applied {
         commit,
         kind: kind.into(),
@@ -170,19 +151,305 @@ pub fn run(
         repairs,
         note: planned.note,
         shown,
+        resumed: None,
     })
 }
 
-/// Refuses, before any change, a plan that writes into a read-only filesystem.
-fn preflight(fs: &mut HostFs, plan: &Plan) -> Result<(), ApplyError> {
-    let mut checked = BTreeSet::new();
+/// What the steps done so far did: for the inventory and the directory syncs.
+#[derive(Default)]
+struct Progress {
+    /// Paths whose step completed.
+    done: BTreeSet<HostPath>,
+    /// Stat data of the files written.
+    written: BTreeMap<HostPath, Stat>,
+    /// Paths removed: they, and everything below them, are gone.
+    removed: BTreeSet<HostPath>,
+    /// Notes of the originals restored, for their events.
+    notes: BTreeMap<HostPath, String>,
+}
+
+impl Progress {
+    /// Whether `path` or a directory above it was removed.
+    fn gone(&self, path: &HostPath) -> bool {
+        std::iter::successors(Some(path.clone()), HostPath::parent)
+            .any(|p| self.removed.contains(&p))
+    }
+
+    /// The directories whose entries changed and that still exist (`None`: the host root).
+    /// A removed directory is not flushed: its parent is, which makes the removal durable.
+    fn dirs_to_sync(&self) -> BTreeSet<Option<HostPath>> {
+        self.done
+            .iter()
+            .map(HostPath::parent)
+            .filter(|dir| dir.as_ref().is_none_or(|d| !self.gone(d)))
+            .collect()
+    }
+}
+
+/// Executes the plan's steps in order, recording each one done.
+fn steps(
+    fs: &mut HostFs,
+    objects: &ObjectStore,
+    store: &Store,
+    plan: &Plan,
+    fault_after: Option<usize>,
+    progress: &mut Progress,
+) -> Result<(), ApplyError> {
+    for (n, step) in plan.steps.iter().enumerate() {
+        if fault_after == Some(n) {
+            // Test hook: a crash at an exact point of the deployment.
+            std::process::abort();
+        }
+        match execute(fs, objects, store, step)? {
+            Done::Written(stat) => {
+                progress.written.insert(step.path.clone(), stat);
+            }
+            Done::Removed => {
+                progress.removed.insert(step.path.clone());
+            }
+            Done::Restored(note) => {
+                progress.notes.insert(step.path.clone(), note);
+            }
+            Done::Changed => {}
+        }
+        progress.done.insert(step.path.clone());
+    }
+    Ok(())
+}
+
+/// Makes the renames and removals of the deployment durable: one fsync per directory.
+fn sync_dirs(fs: &mut HostFs, progress: &Progress) -> Result<(), ApplyError> {
+    for dir in progress.dirs_to_sync() {
+        fs.sync_dir(dir.as_ref())?;
+    }
+    Ok(())
+}
+
+/// What a deployment's end is recorded against.
+struct Ended<'a> {
+    commit: &'a str,
+    fingerprint: &'a str,
+    desired: &'a [Desired],
+    seen: &'a Seen,
+    previous: &'a [InventoryRow],
+    kept: &'a BTreeSet<&'a str>,
+    partial: bool,
+}
+
+/// The one place a journalled deployment ends. After `Ok`, it is recorded a success with the
+/// new inventory and its events; returns how many drifted paths it repaired. After an error,
+/// or when recording the success fails, it is recorded failed with that error, the inventory
+/// of the steps done and their events, and the error is returned. Only when even that cannot
+/// be written does the deployment stay `running`, which the next apply treats as interrupted.
+fn finish(
+    store: &Store,
+    id: i64,
+    ended: &Ended<'_>,
+    plan: &Plan,
+    progress: &Progress,
+    result: Result<(), ApplyError>,
+) -> Result<usize, ApplyError> {
+    let restored = restored(plan, progress, ended, result.is_err());
+    let drifted = drifted(ended.previous, ended.seen);
+    let events = events(plan, ended.commit, &drifted, progress);
+    let error = match result {
+        Ok(()) => {
+            let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
+            let repairs = plan
+                .steps
+                .iter()
+                .filter(|s| drifted.contains(&s.path))
+                .map(|s| &s.path)
+                .collect::<BTreeSet<_>>()
+                .len();
+            let finish = Finish {
+                result: "success",
+                error: None,
+                inventory: &inventory,
+                restored: &restored,
+                events: &events,
+                repairs: repairs as u64,
+                describes: Some((ended.commit, ended.fingerprint)),
+                whole: !ended.partial,
+            };
+            match store.finish_deployment(id, &finish) {
+                Ok(()) => return Ok(repairs),
+                Err(e) => ApplyError::from(e),
+            }
+        }
+        Err(e) => e,
+    };
+    let message = error_chain(&error);
+    let (inventory, whole) = match partial_inventory(store, ended.desired, progress, plan) {
+        Ok(rows) => (rows, true),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "keeping the previous inventory");
+            (Vec::new(), false)
+        }
+    };
+    let finish = Finish {
+        result: "failed",
+        error: Some(&message),
+        inventory: &inventory,
+        restored: &restored,
+        events: &events,
+        repairs: 0,
+        describes: None,
+        whole,
+    };
+    if let Err(e) = store.finish_deployment(id, &finish) {
+        tracing::warn!(
+            error = %error_chain(&e),
+            "cannot record the failed deployment; the next apply treats it as interrupted"
+        );
+    }
+    Err(error)
+}
+
+/// An error with its sources, as the command line prints it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// The originals no longer kept: those given back by the steps done, and those of paths now
+/// `absent` or below one (absent means gone: dropping the entry later restores nothing).
+fn restored(plan: &Plan, progress: &Progress, ended: &Ended<'_>, failed: bool) -> Vec<String> {
+    let kept = ended.kept;
+    let mut out: BTreeSet<String> = plan
+        .steps
+        .iter()
+        .filter(|s| progress.done.contains(&s.path))
+        .filter(|s| {
+            matches!(s.action, Action::Restore)
+                || (matches!(s.reason, Reason::Pruned | Reason::Absent)
+                    && kept.contains(s.path.to_string().as_str()))
+        })
+        .map(|s| s.path.to_string())
+        .collect();
+    let absent: Vec<&HostPath> = ended
+        .desired
+        .iter()
+        .filter(|d| d.kind == DesiredKind::Absent)
+        .map(|d| &d.path)
+        .collect();
+    for path in kept.iter().filter_map(|k| HostPath::parse(k).ok()) {
+        let gone = absent.iter().any(|a| path == **a || path.is_below(a));
+        // A failed deployment may not have got to it: it is on the host still.
+        if gone && (progress.done.contains(&path) || !failed) {
+            out.insert(path.to_string());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Free space kept on top of what a deployment needs: 1 MiB plus 5 %.
+fn margin(needed: u64) -> u64 {
+    needed.saturating_add(needed / 20).saturating_add(1 << 20)
+}
+
+/// What a deployment writes to one filesystem.
+#[derive(Default)]
+struct Writes {
+    /// The first path written there, to name in an error.
+    first: Option<HostPath>,
+    /// New bytes minus the bytes of the files they replace.
+    growth: i128,
+    /// The largest file written: it exists beside the one it replaces until the rename.
+    largest: u64,
+    available: u64,
+}
+
+/// Refuses, before any change, a plan that writes into a read-only filesystem or needs more
+/// space than a filesystem has (the bytes it writes, plus a margin): a full disk half way
+/// would leave a mix of old and new files.
+fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyError> {
+    let mut checked: BTreeMap<HostPath, u64> = BTreeMap::new();
+    let mut filesystems: BTreeMap<u64, Writes> = BTreeMap::new();
     for step in &plan.steps {
         let Some(parent) = step.path.parent() else {
             continue;
         };
-        if checked.insert(parent) && fs.read_only(&step.path)? {
-            return Err(ApplyError::ReadOnly {
+        let dev = match checked.get(&parent) {
+            Some(dev) => *dev,
+            None => {
+                let found = fs.filesystem(&step.path)?;
+                if found.read_only {
+                    return Err(ApplyError::ReadOnly {
+                        path: step.path.clone(),
+                    });
+                }
+                checked.insert(parent, found.dev);
+                filesystems.entry(found.dev).or_default().available = found.available;
+                found.dev
+            }
+        };
+        let (new, old) = match &step.action {
+            Action::Write { size, old, .. } => {
+                let old = match old {
+                    Some(Observed::File { size, .. }) => *size,
+                    _ => 0,
+                };
+                (size.unwrap_or(0), old)
+            }
+            Action::Restore => (store.original_size(&step.path.to_string())?.unwrap_or(0), 0),
+            _ => continue,
+        };
+        let writes = filesystems.entry(dev).or_default();
+        writes.first.get_or_insert_with(|| step.path.clone());
+        writes.growth += i128::from(new) - i128::from(old);
+        writes.largest = writes.largest.max(new);
+    }
+    for writes in filesystems.into_values() {
+        let Some(path) = writes.first else {
+            continue;
+        };
+        let growth = u64::try_from(writes.growth.max(0)).unwrap_or(u64::MAX);
+        let needed = margin(growth.saturating_add(writes.largest));
+        if needed > writes.available {
+            return Err(ApplyError::NoSpace {
+                path,
+                needed,
+                available: writes.available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `step` takes its path over: it changes a path outpost neither manages nor keeps
+/// the original of. `absent` means gone: what it removes is not kept (nor read).
+fn takes_over(step: &Step, managed: &BTreeSet<&HostPath>, kept: &BTreeSet<&str>) -> bool {
+    !matches!(
+        step.reason,
+        Reason::Parent | Reason::NotInTree(_) | Reason::Pruned | Reason::Absent
+    ) && !managed.contains(&step.path)
+        && !kept.contains(step.path.to_string().as_str())
+}
+
+/// Refuses, at plan time, to take over a file too large to keep as an original.
+pub fn check_originals(
+    plan: &Plan,
+    seen: &Seen,
+    managed: &[crate::plan::Managed],
+    kept: &[String],
+) -> Result<(), ApplyError> {
+    let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
+    let kept: BTreeSet<&str> = kept.iter().map(String::as_str).collect();
+    for step in plan.steps.iter().filter(|s| takes_over(s, &managed, &kept)) {
+        if let Some(Observed::File { size, .. }) = seen.observation.get(&step.path)
+            && *size > MAX_ORIGINAL
+        {
+            return Err(ApplyError::OriginalTooLarge {
                 path: step.path.clone(),
+                size: *size,
+                max: MAX_ORIGINAL,
             });
         }
     }
@@ -199,44 +466,46 @@ fn capture_originals(
 ) -> Result<Vec<Original>, ApplyError> {
     let mut out: Vec<Original> = Vec::new();
     for step in &plan.steps {
-        if matches!(
-            step.reason,
-            Reason::Parent | Reason::NotInTree(_) | Reason::Pruned
-        ) || managed.contains(&step.path)
-            || kept.contains(step.path.to_string().as_str())
+        if !takes_over(step, managed, kept)
             || out.last().is_some_and(|o| o.path == step.path.to_string())
         {
             continue;
         }
-        let path = step.path.to_string();
+        let bare = |kind: &str, (mode, uid, gid): (u32, u32, u32)| Original {
+            path: step.path.to_string(),
+            kind: kind.into(),
+            bytes: None,
+            mode,
+            uid,
+            gid,
+            target: None,
+            mtime_ns: None,
+            xattrs: Vec::new(),
+            note: None,
+        };
         let original = match seen.observation.get(&step.path) {
-            Some(Observed::File { mode, uid, gid, .. }) => Original {
-                path,
-                kind: "file".into(),
-                bytes: Some(fs.read(&step.path, observe::MAX_HASHED)?),
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                target: None,
-            },
+            Some(Observed::File { .. }) => {
+                let copy = fs.copy_file(&step.path, MAX_ORIGINAL)?;
+                let st = copy.stat;
+                let note = (copy.links > 1).then(|| {
+                    format!(
+                        "it was one of {} hard links to one file; restored as a file of its own with the same content",
+                        copy.links
+                    )
+                });
+                Original {
+                    bytes: Some(copy.bytes),
+                    mtime_ns: copy.extras.mtime_ns,
+                    xattrs: copy.extras.xattrs,
+                    note,
+                    ..bare("file", (st.mode, st.uid, st.gid))
+                }
+            }
             Some(Observed::Symlink { target }) => Original {
-                path,
-                kind: "symlink".into(),
-                bytes: None,
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
                 target: Some(target.display().to_string()),
+                ..bare("symlink", (0o777, 0, 0))
             },
-            Some(Observed::Directory { mode, uid, gid }) => Original {
-                path,
-                kind: "directory".into(),
-                bytes: None,
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                target: None,
-            },
+            Some(Observed::Directory { mode, uid, gid }) => bare("directory", (*mode, *uid, *gid)),
             _ => continue,
         };
         out.push(original);
@@ -244,13 +513,25 @@ fn capture_originals(
     Ok(out)
 }
 
-/// Executes one step; a written file's stat data comes back for the inventory.
+/// What one step did.
+enum Done {
+    /// A file was written: its stat data, for the inventory.
+    Written(Stat),
+    /// The path is gone (a directory: it was empty).
+    Removed,
+    /// An original was restored, with this note for its event.
+    Restored(String),
+    /// Anything else: created, changed, restored, or a directory left in place.
+    Changed,
+}
+
+/// Executes one step.
 fn execute(
     fs: &mut HostFs,
     objects: &ObjectStore,
     store: &Store,
     step: &Step,
-) -> Result<Option<Stat>, ApplyError> {
+) -> Result<Done, ApplyError> {
     let path = &step.path;
     match &step.action {
         Action::CreateDirectory { mode, owner, group } => {
@@ -264,7 +545,7 @@ fn execute(
             ..
         } => {
             let bytes = blob(objects, *id, path)?;
-            return Ok(Some(fs.write_file(
+            return Ok(Done::Written(fs.write_file(
                 path,
                 &bytes,
                 *mode,
@@ -275,24 +556,34 @@ fn execute(
         Action::Chown { owner, group, .. } => fs.set_owner(path, owner.uid, group.gid)?,
         Action::Symlink { target, .. } => fs.symlink(path, target)?,
         Action::Remove { .. } => {
-            if !fs.remove(path)? {
-                tracing::warn!(path = %path, "directory not empty: left in place");
+            if fs.remove(path)? {
+                return Ok(Done::Removed);
+            }
+            tracing::warn!(path = %path, "directory not empty: left in place");
+        }
+        Action::Restore => {
+            if let Some(note) = restore(fs, store, path)? {
+                return Ok(Done::Restored(note));
             }
         }
-        Action::Restore => restore(fs, store, path)?,
     }
-    Ok(None)
+    Ok(Done::Changed)
 }
 
-/// Puts back what was at `path` before outpost took it over.
-fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<(), ApplyError> {
+/// Puts back what was at `path` before outpost took it over: a file with its content, mode,
+/// owner, modification time and extended attributes. Returns the original's note, if any.
+fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<String>, ApplyError> {
     let Some(original) = store.original(&path.to_string())? else {
-        return Ok(());
+        return Ok(None);
     };
     let owner = Some((original.uid, original.gid));
     match (original.kind.as_str(), &original.bytes, &original.target) {
         ("file", Some(bytes), _) => {
-            fs.write_file(path, bytes, original.mode, owner)?;
+            let extras = Extras {
+                mtime_ns: original.mtime_ns,
+                xattrs: original.xattrs,
+            };
+            fs.write_file_with(path, bytes, original.mode, owner, &extras)?;
         }
         ("symlink", _, Some(target)) => fs.symlink(path, std::path::Path::new(target))?,
         ("directory", _, _) => {
@@ -305,7 +596,7 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<(), ApplyE
         }
         _ => {}
     }
-    Ok(())
+    Ok(original.note)
 }
 
 /// The inventory after a successful deployment: every desired path as it now is.
@@ -335,9 +626,10 @@ fn inventory(
 fn partial_inventory(
     store: &Store,
     desired: &[Desired],
-    done: &BTreeSet<HostPath>,
+    progress: &Progress,
     plan: &Plan,
 ) -> Result<Vec<InventoryRow>, ApplyError> {
+    let done = &progress.done;
     let mut rows: BTreeMap<String, InventoryRow> = store
         .inventory()?
         .into_iter()
@@ -444,19 +736,33 @@ fn drifted(previous: &[InventoryRow], seen: &Seen) -> BTreeSet<HostPath> {
 
 /// The audit events of a deployment: drift repairs, prunes and restores, each naming the path
 /// and the commit.
-fn events(plan: &Plan, commit: &str, drifted: &BTreeSet<HostPath>) -> Vec<DeployEvent> {
+fn events(
+    plan: &Plan,
+    commit: &str,
+    drifted: &BTreeSet<HostPath>,
+    progress: &Progress,
+) -> Vec<DeployEvent> {
     let mut out = Vec::new();
-    for step in &plan.steps {
+    for step in plan
+        .steps
+        .iter()
+        .filter(|s| progress.done.contains(&s.path))
+    {
         let (kind, what) = match (&step.reason, &step.action) {
             (_, Action::Restore) => ("restored", "original restored"),
             (Reason::Pruned, _) => ("pruned", "pruned"),
             _ if drifted.contains(&step.path) => ("drift-repaired", "drift repaired"),
             _ => continue,
         };
+        let note = progress
+            .notes
+            .get(&step.path)
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default();
         out.push(DeployEvent {
             kind,
             path: step.path.to_string(),
-            message: format!("{what}: {step} (commit {commit})"),
+            message: format!("{what}: {step} (commit {commit}){note}"),
         });
     }
     out

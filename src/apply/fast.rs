@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::fs::{HostFs, Kind, Stat};
-use super::observe::{RACY_NS, cache_holds};
+use super::observe::{cache_holds, settled};
 use crate::config::Config;
 use crate::manifest::HostPath;
 use crate::store::{InventoryRow, StatCache};
@@ -70,7 +70,7 @@ fn holds(row: &InventoryRow, stat: &Stat) -> bool {
             c.ino == stat.ino
                 && c.mtime_ns == stat.mtime_ns
                 && c.ctime_ns == stat.ctime_ns
-                && stat.ctime_ns < c.cached_ns - RACY_NS
+                && settled(stat, c.cached_ns)
         }),
         _ => false,
     }
@@ -82,7 +82,7 @@ fn dir_cache_holds(cache: Option<&StatCache>, stat: &Stat) -> bool {
         c.ino == stat.ino
             && c.mtime_ns == stat.mtime_ns
             && c.ctime_ns == stat.ctime_ns
-            && stat.mtime_ns.max(stat.ctime_ns) < c.cached_ns - RACY_NS
+            && settled(stat, c.cached_ns)
     })
 }
 

@@ -4,13 +4,31 @@
 //! manifest for this host, expand it, observe the host, plan, and, when anything differs,
 //! journal the deployment (target, steps, originals of paths taken over) in SQLite before the
 //! first change, execute the steps, sync the directories touched, and record the new
-//! inventory. A crash or power cut leaves the deployment `running`; the next apply marks it
-//! interrupted, removes leftover temp files and converges again: every step is idempotent and
-//! every file is replaced atomically, so each managed file is entirely old or new.
+//! inventory. A crash or power cut leaves the deployment `running`; the next apply (or
+//! rollback) first removes its leftover temp files and deploys its own target again, as the
+//! same kind (apply, repair, rollback), marking it interrupted in the new journal's
+//! transaction; only then does it go where it was asked. Every step is idempotent and every
+//! file is replaced atomically, so each managed file is entirely old or new. Until a
+//! deployment completes, every path an unfinished one created or changed counts as managed, so
+//! a newer commit prunes what it created and restores what it took over.
 //!
-//! A step that fails stops the deployment: the steps done stay done (each is complete), the
-//! deployment is recorded failed with the error, the deployed commit stays what it was, and the
-//! next apply plans again from what is on the host. Before any change, every directory written
+//! Originals are kept of the paths a deployment takes over (writes, chmods, chowns), never of
+//! what `absent` removes: absent means gone, and a dropped absent entry restores nothing. A
+//! file's original is its content, mode, owner, modification time and extended attributes,
+//! restored in that order (a chown clears `security.capability`); one larger than 1 GiB
+//! (`MAX_ORIGINAL`) is refused when the plan is made.
+//!
+//! Where a cycle goes: the newest trusted commit, unless it is marked bad; then the newest
+//! successful deployment of a commit that is not. A rollback goes to the newest successful
+//! deployment older than the current one whose commit is neither the current one nor bad, and
+//! marks the current commit bad in its journal's transaction: C→B, then B→A.
+//!
+//! A step that fails stops the deployment: the steps done stay done (each is complete) and
+//! are made durable, the deployment is recorded failed with the error, the deployed commit
+//! stays what it was, and the next apply plans again from what is on the host. Once journalled,
+//! a deployment ends in one place (`execute::finish`) whatever the way out, `success` or
+//! `failed` with its error; only a crash leaves it `running`. Directories removed by the
+//! deployment are not flushed, their parents are. Before any change, every directory written
 //! to is checked not to be on a read-only filesystem, so that common failure changes nothing.
 
 mod desired;
@@ -37,6 +55,16 @@ pub enum ApplyError {
     NothingTrusted,
     #[error("there is no earlier successful deployment to roll back to")]
     NoPrevious,
+    #[error(
+        "trusted commit {commit} is marked bad ({reason}) and no deployment of a good commit is left to stay at; import a newer commit"
+    )]
+    NoGood { commit: String, reason: String },
+    #[error("cannot resume the interrupted {kind} of {commit} (recorded failed)")]
+    Resume {
+        kind: String,
+        commit: String,
+        source: Box<ApplyError>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -60,6 +88,22 @@ pub enum ApplyError {
     },
     #[error("{path} is on a read-only filesystem; nothing was changed")]
     ReadOnly { path: HostPath },
+    #[error(
+        "cannot take over {path}: it is {}, more than outpost keeps as an original ({}); move it away by hand or leave it out of the manifest",
+        bytesize::ByteSize(*.size).display().iec(),
+        bytesize::ByteSize(*.max).display().iec()
+    )]
+    OriginalTooLarge { path: HostPath, size: u64, max: u64 },
+    #[error(
+        "not enough free space on the filesystem holding {path}: {} needed with a margin, {} available; nothing was changed, free some space and apply again",
+        bytesize::ByteSize(*.needed).display().iec(),
+        bytesize::ByteSize(*.available).display().iec()
+    )]
+    NoSpace {
+        path: HostPath,
+        needed: u64,
+        available: u64,
+    },
     #[error("cannot determine the user running outpost for apply.set_owner = false")]
     CurrentUser(#[source] nix::Error),
 }
@@ -94,6 +138,8 @@ pub struct Applied {
     /// The plan that was executed, for humans.
     #[serde(skip)]
     pub shown: String,
+    /// The interrupted deployment resumed before this one, if there was one.
+    pub resumed: Option<Box<Applied>>,
 }
 
 impl Applied {
@@ -106,6 +152,7 @@ impl Applied {
             repairs: 0,
             note,
             shown: String::new(),
+            resumed: None,
         }
     }
 }
@@ -116,11 +163,22 @@ pub fn plan(config: &Config) -> Result<(Planned, Texts), ApplyError> {
     let store = Store::open_read_only(state)?.ok_or(ApplyError::NothingTrusted)?;
     let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
     let mut fs = HostFs::open(&config.host.root)?;
-    if let Fast::Clean(planned) = fast_check(config, &store, &mut fs)? {
-        return Ok((planned, Texts::new()));
-    }
-    let cycle = Cycle::prepare(config, &store, &objects, &mut fs, Goal::Newest)?;
-    let texts = cycle.texts(&objects, &mut fs)?;
+    // An interrupted deployment is resumed before anything else: that is what apply does.
+    let target = match store.interrupted_deployment()? {
+        Some(interrupted) => Target {
+            commit: vouch(&interrupted.commit).ok_or(ApplyError::NothingTrusted)?,
+            note: Some(format!(
+                "the interrupted {} of {} is resumed first",
+                interrupted.kind, interrupted.commit
+            )),
+        },
+        None => match fast_check(config, &store, &mut fs)? {
+            Fast::Clean(planned) => return Ok((planned, Texts::new())),
+            _ => target(&store, Goal::Newest)?.0,
+        },
+    };
+    let cycle = Cycle::prepare(config, &store, &objects, &mut fs, target)?;
+    let texts = cycle.texts(&objects, &mut fs, &config.apply.redact)?;
     Ok((cycle.planned, texts))
 }
 
@@ -147,7 +205,13 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
         return Ok(Fast::Unknown);
     };
     let deployed = store.deployed()?.map(|d| d.commit);
-    let (target, note) = target(store, deployed.as_deref(), Goal::Newest)?;
+    let (
+        Target {
+            commit: target,
+            note,
+        },
+        _,
+    ) = target(store, Goal::Newest)?;
     let target_hex = target.id().to_string();
     if deployed.as_deref() != Some(target_hex.as_str())
         || commit != target_hex
@@ -176,11 +240,13 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
     })
 }
 
-/// Converges the host to the goal's commit.
+/// Converges the host to the goal's commit. An interrupted deployment is resumed first, to
+/// its own target and as its own kind; a `rollback` that finds an interrupted rollback ends
+/// with it. `fault_after` (a test hook) aborts the first deployment after that many steps.
 pub fn apply(
     config: &Config,
     goal: Goal,
-    fault_after: Option<usize>,
+    mut fault_after: Option<usize>,
 ) -> Result<Applied, ApplyError> {
     let state = &config.state.dir;
     std::fs::create_dir_all(state).map_err(|source| StoreError::CreateDir {
@@ -192,39 +258,126 @@ pub fn apply(
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
     let mut fs = HostFs::open(&config.host.root)?;
-    execute::recover(&store, &mut fs)?;
+    let resumed = match store.interrupted_deployment()? {
+        Some(interrupted) => resume(config, &store, &mut fs, interrupted, fault_after.take())?,
+        None => None,
+    };
+    if goal == Goal::Rollback
+        && let Some(resumed) = resumed.as_ref().filter(|r| r.kind == "rollback")
+    {
+        // The rollback asked for is the one that was interrupted: done once resumed.
+        return Ok(Applied {
+            resumed: Some(Box::new(resumed.clone())),
+            ..Applied::nothing(resumed.commit.clone(), None)
+        });
+    }
+    let mut applied = converge(config, &store, &mut fs, goal, fault_after)?;
+    applied.resumed = resumed.map(Box::new);
+    Ok(applied)
+}
+
+/// Finishes what an interrupted deployment set out to do: its temp files go, and its target
+/// is deployed again, as the same kind, the new deployment marking it interrupted. When that
+/// target cannot even be planned any more, it is recorded failed with why.
+fn resume(
+    config: &Config,
+    store: &Store,
+    fs: &mut HostFs,
+    interrupted: crate::store::Interrupted,
+    fault_after: Option<usize>,
+) -> Result<Option<Applied>, ApplyError> {
+    let crate::store::Interrupted {
+        id,
+        commit,
+        kind,
+        paths,
+    } = interrupted;
+    let removed = execute::remove_temp_files(fs, &paths);
+    let message = format!(
+        "the {kind} of {commit} was interrupted; {removed} temp files removed, resuming it"
+    );
+    tracing::warn!("{message}");
+    if kind != "rollback"
+        && let Some(reason) = store.bad_reason(&commit)?
+    {
+        let error = format!("not resumed: commit {commit} is marked bad ({reason})");
+        store.fail_interrupted(id, &error)?;
+        return Ok(None);
+    }
+    let failed = |source: ApplyError| -> ApplyError {
+        let error = ApplyError::Resume {
+            kind: kind.clone(),
+            commit: commit.clone(),
+            source: Box::new(source),
+        };
+        match store.fail_interrupted(id, &execute::error_chain(&error)) {
+            Ok(()) => error,
+            Err(e) => e.into(),
+        }
+    };
+    let objects =
+        ObjectStore::open_existing(&config.state.dir)?.ok_or(ApplyError::NothingTrusted)?;
+    let target = Target {
+        commit: vouch(&commit).ok_or_else(|| failed(ApplyError::NothingTrusted))?,
+        note: None,
+    };
+    let cycle = Cycle::prepare(config, store, &objects, fs, target).map_err(failed)?;
+    let fingerprint = fast::fingerprint(config, &commit);
+    let intent = execute::Intent {
+        kind: &kind,
+        resumes: Some((id, &message)),
+        leaves: None,
+        fault_after,
+    };
+    execute::run(store, &objects, fs, cycle, &intent, &fingerprint).map(Some)
+}
+
+/// One cycle to the goal's commit, once no deployment is left interrupted.
+fn converge(
+    config: &Config,
+    store: &Store,
+    fs: &mut HostFs,
+    goal: Goal,
+    fault_after: Option<usize>,
+) -> Result<Applied, ApplyError> {
     let fast = match goal {
-        Goal::Newest => fast_check(config, &store, &mut fs)?,
+        Goal::Newest => fast_check(config, store, fs)?,
         Goal::Rollback => Fast::Unknown,
     };
     if let Fast::Clean(planned) = fast {
         return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
     }
     // Only a cycle that plans needs the object store.
-    let objects = ObjectStore::open_existing(state)?.ok_or(ApplyError::NothingTrusted)?;
-    let cycle = match fast {
+    let objects =
+        ObjectStore::open_existing(&config.state.dir)?.ok_or(ApplyError::NothingTrusted)?;
+    let (cycle, leaves) = match fast {
         Fast::Suspects {
             planned,
             rows,
             suspects,
-        } => Cycle::repair(config, &objects, &mut fs, planned, rows, &suspects)?,
-        Fast::Clean(_) | Fast::Unknown => Cycle::prepare(config, &store, &objects, &mut fs, goal)?,
+        } => (
+            Cycle::repair(config, &objects, fs, planned, rows, &suspects)?,
+            None,
+        ),
+        Fast::Clean(_) | Fast::Unknown => {
+            let (target, leaves) = target(store, goal)?;
+            (Cycle::prepare(config, store, &objects, fs, target)?, leaves)
+        }
     };
-    let fingerprint = fast::fingerprint(config, &cycle.planned.commit.to_string());
-    if goal == Goal::Rollback
-        && let Some(current) = &cycle.planned.deployed
-    {
-        store.mark_bad(current, &format!("rolled back to {}", cycle.planned.commit))?;
-    }
-    execute::run(
-        &store,
-        &objects,
-        &mut fs,
-        cycle,
-        goal,
-        &fingerprint,
+    let commit = cycle.planned.commit.to_string();
+    let kind = match goal {
+        Goal::Rollback => "rollback",
+        Goal::Newest if cycle.planned.deployed.as_deref() == Some(commit.as_str()) => "repair",
+        Goal::Newest => "apply",
+    };
+    let fingerprint = fast::fingerprint(config, &commit);
+    let intent = execute::Intent {
+        kind,
+        resumes: None,
+        leaves: leaves.as_deref(),
         fault_after,
-    )
+    };
+    execute::run(store, &objects, fs, cycle, &intent, &fingerprint)
 }
 
 /// One prepared cycle: the target, the desired paths, what the host has, the plan.
@@ -247,10 +400,13 @@ impl Cycle {
         store: &Store,
         objects: &ObjectStore,
         fs: &mut HostFs,
-        goal: Goal,
+        target: Target,
     ) -> Result<Self, ApplyError> {
         let deployed = store.deployed()?.map(|d| d.commit);
-        let (target, note) = target(store, deployed.as_deref(), goal)?;
+        let Target {
+            commit: target,
+            note,
+        } = target;
         let host = Host::from_config(config);
         let clock = std::time::Instant::now();
         let manifest = manifest::load(objects, &target, &host, &config.apply.allowed_paths)
@@ -268,12 +424,13 @@ impl Cycle {
         let clock = std::time::Instant::now();
         let inventory = store.inventory()?;
         let originals = store.original_paths()?;
+        let looked_at = with_touched(&inventory, store.touched_since_success()?);
         tracing::debug!(elapsed = ?clock.elapsed(), paths = inventory.len(), "inventory read");
         let clock = std::time::Instant::now();
-        let seen = observe::observe(fs, &desired, &inventory, &|_| false)?;
+        let seen = observe::observe(fs, &desired, &looked_at, &|_| false)?;
         tracing::debug!(elapsed = ?clock.elapsed(), paths = seen.observation.len(), "host observed");
         let clock = std::time::Instant::now();
-        let managed: Vec<Managed> = inventory
+        let managed: Vec<Managed> = looked_at
             .iter()
             .filter_map(|row| HostPath::parse(&row.path).ok())
             .map(|path| Managed {
@@ -295,6 +452,7 @@ impl Cycle {
             source,
         })?;
         let mut plan = plan;
+        execute::check_originals(&plan, &seen, &managed, &originals)?;
         fill_sizes(&mut plan, objects);
         tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {
@@ -374,53 +532,133 @@ impl Cycle {
         })
     }
 
-    /// Old and new bytes of the files the plan rewrites, for the diff.
-    fn texts(&self, objects: &ObjectStore, fs: &mut HostFs) -> Result<Texts, ApplyError> {
+    /// Old and new bytes of the files the plan rewrites, for the diff. Secrets are not read:
+    /// files that are not world-readable (on the host or as desired), and paths matching
+    /// `redact` globs.
+    fn texts(
+        &self,
+        objects: &ObjectStore,
+        fs: &mut HostFs,
+        redact: &[String],
+    ) -> Result<Texts, ApplyError> {
         let mut texts = Texts::new();
-        for (path, blob) in self.planned.plan.rewrites() {
+        for (path, blob, secret) in self.planned.plan.rewrites() {
+            if secret {
+                continue;
+            }
+            if redacted(path, redact) {
+                texts.insert(path.clone(), plan::Text::Redacted);
+                continue;
+            }
             let new = execute::blob(objects, blob, path)?;
-            let old = fs.read(path, observe::MAX_HASHED).ok();
-            texts.insert(path.clone(), (old, new));
+            // Bounded: only files small enough to diff are read.
+            let old = fs.read(path, plan::MAX_DIFF_BYTES as u64).ok();
+            texts.insert(path.clone(), plan::Text::Bytes(old, new));
         }
         Ok(texts)
     }
 }
 
 /// The commit a cycle goes to, and why when it is not the newest trusted one.
-fn target(
-    store: &Store,
-    deployed: Option<&str>,
-    goal: Goal,
-) -> Result<(TrustedCommit, Option<String>), ApplyError> {
-    let trusted = store.trusted_commit()?.ok_or(ApplyError::NothingTrusted)?;
-    let vouch = |oid: &str| {
-        ObjectId::from_hex(oid.as_bytes())
-            .ok()
-            .map(TrustedCommit::vouched)
-    };
+struct Target {
+    commit: TrustedCommit,
+    note: Option<String>,
+}
+
+/// A commit outpost deployed before: it was trusted then, and trust is never withdrawn from
+/// a commit the high-water mark has passed.
+fn vouch(oid: &str) -> Option<TrustedCommit> {
+    ObjectId::from_hex(oid.as_bytes())
+        .ok()
+        .map(TrustedCommit::vouched)
+}
+
+/// Where the goal goes, with the commit a rollback leaves (marked bad by its deployment).
+///
+/// `Newest`: the newest trusted commit; while that one is marked bad, the newest successful
+/// deployment of a commit that is not (an older commit that failed is never picked up).
+/// `Rollback`: the newest successful deployment older than the current one, of another
+/// commit, whose commit is not bad: rolling back twice from C goes to B, then to A.
+fn target(store: &Store, goal: Goal) -> Result<(Target, Option<String>), ApplyError> {
     match goal {
         Goal::Rollback => {
-            let current = deployed.ok_or(ApplyError::NoPrevious)?;
+            let current = store.deployed()?.ok_or(ApplyError::NoPrevious)?;
             let previous = store
-                .previous_good(current)?
+                .previous_good(&current)?
                 .ok_or(ApplyError::NoPrevious)?;
             let commit = vouch(&previous.commit).ok_or(ApplyError::NoPrevious)?;
-            Ok((commit, Some(format!("rolled back from {current}"))))
+            let note = Some(format!("rolled back from {}", current.commit));
+            Ok((Target { commit, note }, Some(current.commit)))
         }
         Goal::Newest => {
+            let trusted = store.trusted_commit()?.ok_or(ApplyError::NothingTrusted)?;
             let newest = trusted.id().to_string();
-            match (store.bad_reason(&newest)?, deployed.and_then(vouch)) {
-                (Some(reason), Some(stay)) => {
-                    let note = format!(
-                        "trusted commit {newest} is marked bad ({reason}); staying at {} until a newer commit arrives",
-                        stay.id()
-                    );
-                    Ok((stay, Some(note)))
-                }
-                _ => Ok((trusted, None)),
-            }
+            let Some(reason) = store.bad_reason(&newest)? else {
+                let target = Target {
+                    commit: trusted,
+                    note: None,
+                };
+                return Ok((target, None));
+            };
+            let stay = store
+                .newest_good()?
+                .and_then(|d| vouch(&d.commit))
+                .ok_or_else(|| ApplyError::NoGood {
+                    commit: newest.clone(),
+                    reason: reason.clone(),
+                })?;
+            let note = format!(
+                "trusted commit {newest} is marked bad ({reason}); staying at {} until a newer commit arrives",
+                stay.id()
+            );
+            let target = Target {
+                commit: stay,
+                note: Some(note),
+            };
+            Ok((target, None))
         }
     }
+}
+
+/// The inventory's rows and a bare row for each path an unfinished deployment touched that
+/// the inventory lacks: all of them are looked at, and managed.
+fn with_touched(
+    inventory: &[crate::store::InventoryRow],
+    touched: Vec<String>,
+) -> Vec<crate::store::InventoryRow> {
+    let mut rows = inventory.to_vec();
+    let known: std::collections::BTreeSet<&str> =
+        inventory.iter().map(|r| r.path.as_str()).collect();
+    let extra: Vec<String> = touched
+        .into_iter()
+        .filter(|p| !known.contains(p.as_str()))
+        .collect();
+    rows.extend(extra.into_iter().map(|path| crate::store::InventoryRow {
+        path,
+        kind: String::new(),
+        exact: false,
+        blob: None,
+        mode: None,
+        uid: None,
+        gid: None,
+        target: None,
+        stat: None,
+    }));
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    rows
+}
+
+/// Whether `path` matches one of the `apply.redact` globs (`*` stays within a component, `**`
+/// crosses them).
+fn redacted(path: &HostPath, globs: &[String]) -> bool {
+    let bytes = path.as_path().as_os_str().as_encoded_bytes();
+    globs.iter().any(|g| {
+        gix::glob::wildmatch(
+            g.as_bytes().into(),
+            bytes.into(),
+            gix::glob::wildmatch::Mode::NO_MATCH_SLASH_LITERAL,
+        )
+    })
 }
 
 /// Sizes of tree files are looked up only for the files that are written.

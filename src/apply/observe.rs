@@ -15,7 +15,10 @@ use crate::store::{InventoryRow, StatCache};
 
 /// Stat data recorded within this long of a change is not trusted: a second change in the same
 /// timestamp tick could leave it unchanged.
-pub const RACY_NS: i64 = 100_000_000;
+const RACY_NS: i64 = 100_000_000;
+
+/// The tick of a coarse filesystem (ext4 with 128-byte inodes, FAT, many SD-card images).
+const COARSE_NS: i64 = 1_000_000_000;
 /// Files larger than this are never hashed; such a file always counts as changed.
 pub const MAX_HASHED: u64 = 1 << 30;
 
@@ -234,13 +237,25 @@ pub fn cache_holds(cache: &StatCache, stat: &Stat) -> bool {
         && cache.mtime_ns == stat.mtime_ns
         && cache.ctime_ns == stat.ctime_ns
         && cache.ino == stat.ino
-        && stat.mtime_ns < cache.cached_ns - RACY_NS
-        && stat.ctime_ns < cache.cached_ns - RACY_NS
+        && settled(stat, cache.cached_ns)
 }
 
-/// Whether a file's stat data is old enough to be cached now.
-pub fn settled(stat: &Stat, now_ns: i64) -> bool {
-    stat.mtime_ns.max(stat.ctime_ns) < now_ns - RACY_NS
+/// Whether a path's stat data is old enough to be cached at `at_ns`: a change after `at_ns`
+/// cannot leave its timestamps as they are. As git's index does, a timestamp is racy within
+/// its filesystem's granularity: a whole-second one is taken to come from a coarse
+/// filesystem, where a same-size edit in the same second keeps every stat field.
+pub fn settled(stat: &Stat, at_ns: i64) -> bool {
+    tick_over(stat.mtime_ns, at_ns) && tick_over(stat.ctime_ns, at_ns)
+}
+
+/// Whether the timestamp tick holding `ts` was over by `at_ns` (with a margin).
+fn tick_over(ts: i64, at_ns: i64) -> bool {
+    let tick = if ts.rem_euclid(COARSE_NS) == 0 {
+        COARSE_NS
+    } else {
+        0
+    };
+    ts.saturating_add(tick) < at_ns.saturating_sub(RACY_NS)
 }
 
 /// A cache entry for `stat`, recorded at `now_ns`.
@@ -303,4 +318,39 @@ fn list_below(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(mtime_ns: i64, ctime_ns: i64) -> Stat {
+        Stat {
+            kind: Kind::File,
+            size: 4,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns,
+            ctime_ns,
+            ino: 1,
+            dev: 1,
+        }
+    }
+
+    #[test]
+    fn whole_second_timestamps_are_racy_for_a_second() {
+        let second = 1_000_000_000;
+        // Nanosecond timestamps: settled once the kernel's tick margin has passed.
+        let fine = stat(10 * second + 300_000_000, 10 * second + 300_000_000);
+        assert!(!settled(&fine, 10 * second + 350_000_000));
+        assert!(settled(&fine, 10 * second + 500_000_000));
+        // A coarse filesystem: an edit at 10.9 s would still say 10 s.
+        let coarse = stat(10 * second, 10 * second);
+        assert!(!settled(&coarse, 10 * second + 500_000_000));
+        assert!(!settled(&coarse, 11 * second));
+        assert!(settled(&coarse, 11 * second + 200_000_000));
+        let cache = cache_of(&coarse, 10 * second + 500_000_000);
+        assert!(!cache_holds(&cache, &coarse), "recorded within the tick");
+    }
 }

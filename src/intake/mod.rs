@@ -13,8 +13,10 @@
 mod judge;
 mod pack;
 pub mod remote;
+pub mod spool;
 mod stage;
 mod sync;
+pub mod usb;
 
 pub use sync::{SyncOutcome, SyncReport, sync};
 
@@ -552,7 +554,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IntakeError> {
     Ok(out)
 }
 
-fn is_bundle_name(path: &Path) -> bool {
+pub(crate) fn is_bundle_name(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };

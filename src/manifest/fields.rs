@@ -27,11 +27,12 @@ pub fn mode(
         return Err(bad());
     }
     if value & 0o6000 != 0 && !allow_setid {
-        return Err(invalid(
-            origin,
-            field,
-            Problem::SetidNotAllowed(raw.to_owned()),
-        ));
+        // A tree has no allow_setid: the hint names what the author can do.
+        let problem = match origin.kind {
+            "tree" => Problem::SetidInTree(raw.to_owned()),
+            _ => Problem::SetidNotAllowed(raw.to_owned()),
+        };
+        return Err(invalid(origin, field, problem));
     }
     Ok(value)
 }
@@ -57,13 +58,21 @@ fn resolve_id(
     raw: Option<&RawId>,
     find: impl Fn(&str) -> nix::Result<Option<u32>>,
 ) -> Result<(u32, String), ManifestError> {
+    // chown(2) takes (uid_t)-1 as "leave unchanged": as an owner it would silently do nothing.
+    let real = |id: u32, name: String| {
+        if id == u32::MAX {
+            let what = if field == "owner" { "uid" } else { "gid" };
+            return Err(invalid(origin, field, Problem::NoChangeId(id, what)));
+        }
+        Ok((id, name))
+    };
     let name = match raw {
         None => return Ok((0, "root".to_owned())),
-        Some(RawId::Number(id)) => return Ok((*id, id.to_string())),
+        Some(RawId::Number(id)) => return real(*id, id.to_string()),
         Some(RawId::Name(name)) => name,
     };
     if let Ok(id) = name.parse::<u32>() {
-        return Ok((id, name.clone()));
+        return real(id, name.clone());
     }
     let unknown = || match field {
         "owner" => Problem::UnknownUser(name.clone()),
@@ -73,7 +82,7 @@ fn resolve_id(
         return Err(invalid(origin, field, unknown()));
     }
     match find(name) {
-        Ok(Some(id)) => Ok((id, name.clone())),
+        Ok(Some(id)) => real(id, name.clone()),
         Ok(None) => Err(invalid(origin, field, unknown())),
         Err(e) => Err(invalid(origin, field, Problem::LookupId(name.clone(), e))),
     }

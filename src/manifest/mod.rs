@@ -128,6 +128,12 @@ pub enum Problem {
     BadMode(String),
     #[error("{0:?} sets setuid/setgid; add allow_setid = true to the entry if that is intended")]
     SetidNotAllowed(String),
+    #[error(
+        "{0:?} sets setuid/setgid, which a tree never gives its files; declare such a file in a [[file]] entry with allow_setid = true"
+    )]
+    SetidInTree(String),
+    #[error("{0} is the \"no change\" id (-1), which cannot own a path; give a real {1}")]
+    NoChangeId(u32, &'static str),
     #[error("{0:?} is not a user on this host; create it first or give a numeric uid")]
     UnknownUser(String),
     #[error("{0:?} is not a group on this host; create it first or give a numeric gid")]

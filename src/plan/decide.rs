@@ -40,7 +40,9 @@ pub fn make(
     };
     for d in desired {
         let before = b.len();
-        if d.kind != DesiredKind::Absent {
+        if d.kind == DesiredKind::Absent {
+            b.absent_reachable(&d.path)?;
+        } else {
             b.parents(&d.path)?;
         }
         b.entry(d)?;
@@ -101,6 +103,20 @@ impl<'a> Builder<'a> {
             ancestor = parent.parent();
         }
         Ok(())
+    }
+
+    /// An absent path below a symlink may exist through it: outpost cannot tell without
+    /// following the symlink, so it says so. Below a file or a missing directory it is absent.
+    fn absent_reachable(&self, path: &HostPath) -> Result<(), PlanError> {
+        let symlink = std::iter::successors(path.parent(), HostPath::parent)
+            .find(|a| matches!(self.observed.get(a), Some(Observed::Symlink { .. })));
+        match symlink {
+            Some(parent) => Err(PlanError::AbsentBelowSymlink {
+                path: path.clone(),
+                parent,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn entry(&mut self, d: &Desired) -> Result<(), PlanError> {

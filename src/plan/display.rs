@@ -1,7 +1,14 @@
 //! The plan for humans: one line per step, a `--stat` summary, and with [`Plan::with_diffs`]
 //! a unified diff for text files (sizes and blob ids for binary ones). The bytes to diff are
 //! handed in by the caller, which reads them; the plan itself stays pure.
+//!
+//! Secrets are never shown: a file whose mode, desired or on the host, is not world-readable
+//! gets "content differs (secret: 0600, diff hidden)" with sizes and blob ids, as does one
+//! the caller marks [`Text::Redacted`] (`apply.redact`). Control characters in paths, symlink
+//! targets and file content are escaped, so nothing on the host can forge a plan line or
+//! drive the terminal.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -11,8 +18,17 @@ use similar::TextDiff;
 use super::{Action, BlobId, Observed, Plan, Reason, Step};
 use crate::manifest::HostPath;
 
-/// For rewritten files: the bytes on the host now, if readable, and the new bytes.
-pub type Texts = BTreeMap<HostPath, (Option<Vec<u8>>, Vec<u8>)>;
+/// What the caller gives the display of a rewritten file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+    /// The bytes on the host now, if readable, and the new bytes.
+    Bytes(Option<Vec<u8>>, Vec<u8>),
+    /// Secret by configuration (`apply.redact`): sizes and blob ids only.
+    Redacted,
+}
+
+/// For rewritten files: what may be shown of their content.
+pub type Texts = BTreeMap<HostPath, Text>;
 
 /// A plan shown with the diffs of its rewritten files.
 pub struct WithDiffs<'a> {
@@ -21,7 +37,7 @@ pub struct WithDiffs<'a> {
 }
 
 /// Files larger than this are summarised by size and hash, never diffed.
-const MAX_DIFF_BYTES: usize = 256 * 1024;
+pub const MAX_DIFF_BYTES: usize = 256 * 1024;
 
 /// How many paths a plan creates, changes and removes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,14 +91,16 @@ impl Plan {
         WithDiffs { plan: self, texts }
     }
 
-    /// The rewritten files of this plan and their new blobs, for gathering [`Texts`].
-    pub fn rewrites(&self) -> impl Iterator<Item = (&HostPath, BlobId)> {
+    /// The rewritten files of this plan, their new blobs, and whether they are secret by mode
+    /// (their content is never shown, so need not be read), for gathering [`Texts`].
+    pub fn rewrites(&self) -> impl Iterator<Item = (&HostPath, BlobId, bool)> {
         self.steps.iter().filter_map(|s| match &s.action {
             Action::Write {
                 blob,
-                old: Some(Observed::File { .. }),
+                mode,
+                old: Some(Observed::File { mode: old, .. }),
                 ..
-            } => Some((&s.path, *blob)),
+            } => Some((&s.path, *blob, secret_mode(*mode, *old).is_some())),
             _ => None,
         })
     }
@@ -118,7 +136,7 @@ impl fmt::Display for WithDiffs<'_> {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = &self.path;
+        let path = &shown(self.path.as_path());
         match &self.action {
             Action::CreateDirectory { mode, owner, group } => write!(
                 f,
@@ -158,10 +176,10 @@ impl fmt::Display for Step {
                 Some(old) => write!(
                     f,
                     "~ symlink {path} -> {} (was {})",
-                    target.display(),
-                    old.display()
+                    shown(target),
+                    shown(old)
                 )?,
-                None => write!(f, "+ symlink {path} -> {}", target.display())?,
+                None => write!(f, "+ symlink {path} -> {}", shown(target))?,
             },
             Action::Remove { found } => write!(f, "- remove {path} ({found})")?,
             Action::Restore => write!(f, "~ restore {path} (the original from before outpost)")?,
@@ -169,42 +187,67 @@ impl fmt::Display for Step {
         match &self.reason {
             Reason::Missing | Reason::Drifted | Reason::Absent => Ok(()),
             Reason::Parent => write!(f, ", parent of a managed path"),
-            Reason::NotInTree(root) => write!(f, ", not in the tree {root}"),
+            Reason::NotInTree(root) => write!(f, ", not in the tree {}", shown(root.as_path())),
             Reason::Pruned => write!(f, ", no longer in the manifest"),
         }
     }
 }
 
-/// The diff of a rewritten file: unified for text, sizes and short blob ids otherwise.
+/// The diff of a rewritten file: unified for text, sizes and short blob ids otherwise, and
+/// never the content of a secret.
 fn write_change(
     f: &mut fmt::Formatter<'_>,
     step: &Step,
     old: &Observed,
     (new_blob, new_size): (BlobId, Option<u64>),
-    texts: Option<&(Option<Vec<u8>>, Vec<u8>)>,
+    text: Option<&Text>,
 ) -> fmt::Result {
-    let Observed::File { blob, size, .. } = old else {
+    let Observed::File {
+        blob,
+        size,
+        mode: old_mode,
+        ..
+    } = old
+    else {
         return Ok(());
     };
-    if let Some((Some(old_bytes), new_bytes)) = texts
-        && let (Some(old_text), Some(new_text)) = (text(old_bytes), text(new_bytes))
-    {
-        let (a, b) = (format!("a{}", step.path), format!("b{}", step.path));
-        let diff = TextDiff::from_lines(old_text, new_text);
-        return write!(
-            f,
-            "{}",
-            diff.unified_diff().context_radius(3).header(&a, &b)
-        );
-    }
-    writeln!(
-        f,
-        "  content: {} {} -> {} {}",
+    let sizes = format!(
+        "{} {} -> {} {}",
         ByteSize(*size),
         blob.to_hex_with_len(12),
         new_size.map_or_else(|| "?".to_owned(), |s| ByteSize(s).to_string()),
         new_blob.to_hex_with_len(12)
-    )
+    );
+    let new_mode = match &step.action {
+        Action::Write { mode, .. } => *mode,
+        _ => *old_mode,
+    };
+    let secret = secret_mode(new_mode, *old_mode)
+        .map(|m| format!("{m:04o}"))
+        .or_else(|| (text == Some(&Text::Redacted)).then(|| "apply.redact".to_owned()));
+    if let Some(why) = secret {
+        return writeln!(f, "  content differs (secret: {why}, diff hidden): {sizes}");
+    }
+    if let Some(Text::Bytes(Some(old_bytes), new_bytes)) = text
+        && let (Some(old_text), Some(new_text)) = (self::text(old_bytes), self::text(new_bytes))
+    {
+        let path = shown(step.path.as_path());
+        let (a, b) = (format!("a{path}"), format!("b{path}"));
+        let diff = TextDiff::from_lines(old_text, new_text);
+        let diff = diff
+            .unified_diff()
+            .context_radius(3)
+            .header(&a, &b)
+            .to_string();
+        return write!(f, "{}", escape(&diff, true));
+    }
+    writeln!(f, "  content: {sizes}")
+}
+
+/// The mode that makes a rewritten file secret, desired or on the host: one that is not
+/// world-readable.
+fn secret_mode(desired: u32, on_host: u32) -> Option<u32> {
+    [desired, on_host].into_iter().find(|m| m & 0o004 == 0)
 }
 
 /// `bytes` as text when it is UTF-8 without NUL and small enough to diff.
@@ -213,4 +256,33 @@ fn text(bytes: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(bytes).ok()
+}
+
+/// A host path or symlink target as the plan shows it: control characters escaped.
+fn shown(path: &std::path::Path) -> String {
+    escape(&path.to_string_lossy(), false).into_owned()
+}
+
+/// Escapes control characters and bidirectional overrides, which could forge a plan line or
+/// drive the terminal; newlines and tabs are kept when `lines` (diff text).
+fn escape(text: &str, lines: bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(lines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x100 => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+        }
+    }
+    Cow::Owned(out)
 }

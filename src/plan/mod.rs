@@ -25,7 +25,8 @@
 //! outpost never replaces a directory by a non-directory or the reverse on its own: a
 //! directory (or a device, socket, fifo) where a file or symlink is wanted, or a non-directory
 //! where a directory is wanted or as a parent of a desired path, is a [`PlanError`] and nothing
-//! is applied. Files and symlinks replace each other atomically.
+//! is applied. Files and symlinks replace each other atomically. An `absent` path below a
+//! symlink cannot be checked without following it, and is refused the same way.
 
 mod decide;
 mod display;
@@ -38,7 +39,7 @@ use std::path::PathBuf;
 
 use crate::manifest::{Group, HostPath, Owner};
 
-pub use display::{Stat, Texts, WithDiffs};
+pub use display::{MAX_DIFF_BYTES, Stat, Text, Texts, WithDiffs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -58,6 +59,10 @@ pub enum PlanError {
         parent: HostPath,
         found: &'static str,
     },
+    #[error(
+        "cannot check that {path} is absent: {parent} is a symlink, which outpost never follows; remove the symlink or change the manifest"
+    )]
+    AbsentBelowSymlink { path: HostPath, parent: HostPath },
 }
 
 /// A file's content named as git names it: the id of the blob with those bytes. Desired

@@ -325,12 +325,12 @@ fn text_change_shows_a_unified_diff() -> TestResult {
     let plan = make(&[file("/etc/chrony.conf", new, 0o644, &[])], &observed, &[])?;
     let texts: Texts = [(
         p("/etc/chrony.conf"),
-        (Some(old.as_bytes().to_vec()), new.as_bytes().to_vec()),
+        Text::Bytes(Some(old.as_bytes().to_vec()), new.as_bytes().to_vec()),
     )]
     .into();
     assert_eq!(
         plan.rewrites()
-            .map(|(p, _)| p.to_string())
+            .map(|(p, _, _)| p.to_string())
             .collect::<Vec<_>>(),
         ["/etc/chrony.conf"]
     );
@@ -387,5 +387,100 @@ fn symlinked_parent_is_refused() {
             parent: p("/etc/app"),
             found: "symlink"
         }
+    );
+}
+
+#[test]
+fn a_secret_file_shows_no_diff() -> TestResult {
+    let (old, new) = ("password = old\n", "password = new\n");
+    let texts = |path: &str| -> Texts {
+        [(
+            p(path),
+            Text::Bytes(Some(old.as_bytes().to_vec()), new.as_bytes().to_vec()),
+        )]
+        .into()
+    };
+    let hashes = format!(
+        "15 B {} -> 15 B {}",
+        blob_id(old.as_bytes()).to_hex_with_len(12),
+        blob_id(new.as_bytes()).to_hex_with_len(12)
+    );
+    // Secret as desired, secret on the host, secret by configuration.
+    for (desired, on_host, why) in [
+        (0o600, 0o644, "0600"),
+        (0o644, 0o640, "0640"),
+        (0o644, 0o644, "apply.redact"),
+    ] {
+        let observed = observation(&[("/etc/db.conf", seen_file(old.as_bytes(), on_host, 0))]);
+        let plan = make(&[file("/etc/db.conf", new, desired, &[])], &observed, &[])?;
+        let secret = plan
+            .rewrites()
+            .map(|(_, _, secret)| secret)
+            .collect::<Vec<_>>();
+        assert_eq!(secret, [why != "apply.redact"]);
+        let mut shown = texts("/etc/db.conf");
+        if why == "apply.redact" {
+            shown.insert(p("/etc/db.conf"), Text::Redacted);
+        }
+        assert_eq!(
+            plan.with_diffs(&shown).to_string(),
+            format!(
+                "~ write /etc/db.conf ({desired:04o} root:root, 15 B)\n  content differs (secret: {why}, diff hidden): {hashes}\n"
+            )
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn control_characters_from_the_host_are_escaped() -> TestResult {
+    // A file name with a newline inside a tree must not forge a second plan line.
+    let observed = observation(&[
+        ("/opt/t", seen_dir(0o755)),
+        ("/opt/t/x\n+ write /etc/passwd", seen_file(b"", 0o644, 0)),
+        (
+            "/opt/t/link\u{1b}[2J",
+            Observed::Symlink {
+                target: "/\u{202e}txt.exe".into(),
+            },
+        ),
+    ]);
+    let plan = make(&[dir("/opt/t", 0o755, true)], &observed, &[])?;
+    assert_eq!(
+        plan.to_string(),
+        "- remove /opt/t/x\\n+ write /etc/passwd (file), not in the tree /opt/t\n\
+         - remove /opt/t/link\\x1b[2J (symlink), not in the tree /opt/t\n\
+         restart tree.service\n"
+    );
+    // Content: newlines and tabs are the diff's lines, anything else is escaped.
+    let (old, new) = ("a\u{1b}]0;owned\u{7}\r\n", "a\tb\n");
+    let observed = observation(&[("/etc/x", seen_file(old.as_bytes(), 0o644, 0))]);
+    let plan = make(&[file("/etc/x", new, 0o644, &[])], &observed, &[])?;
+    let texts: Texts = [(
+        p("/etc/x"),
+        Text::Bytes(Some(old.as_bytes().to_vec()), new.as_bytes().to_vec()),
+    )]
+    .into();
+    assert_eq!(
+        plan.with_diffs(&texts).to_string(),
+        "~ write /etc/x (0644 root:root, 4 B)\n\
+         --- a/etc/x\n\
+         +++ b/etc/x\n\
+         @@ -1 +1 @@\n\
+         -a\\x1b]0;owned\\x07\\r\n\
+         +a\tb\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn absent_below_a_symlink_is_refused() {
+    let observed = observation(&[("/opt/x", Observed::Symlink { target: "/".into() })]);
+    let err = make(&[other("/opt/x/y/z", DesiredKind::Absent)], &observed, &[])
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot check that /opt/x/y/z is absent: /opt/x is a symlink, which outpost never follows; remove the symlink or change the manifest"
     );
 }

@@ -2,9 +2,10 @@
 //! of paths it took over.
 //!
 //! A deployment is journalled (its target commit, its planned steps and the originals it is
-//! about to replace) in one transaction before the first change to the host; it is finished
-//! with the new inventory in another. One left `running` was cut short: the next apply marks
-//! it interrupted and converges again.
+//! about to replace, with the bad mark of the commit a rollback leaves and the interrupted
+//! deployment it resumes) in one transaction before the first change to the host; it is
+//! finished with the new inventory in another. One left `running` was cut short: the next
+//! apply deploys its target again, and that deployment's journal marks it interrupted.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -66,6 +67,16 @@ pub(super) const MIGRATION: &str = "CREATE TABLE deployments (
     );
     ALTER TABLE events ADD COLUMN deployment_id INTEGER;";
 
+/// Migration 3: whether a journalled step creates or changes its path (not a removal or a
+/// restore), so the paths an unfinished deployment may have left count as managed; and what
+/// else is kept of an original file: its modification time, its extended attributes (name and
+/// value, each prefixed by its length as 4 bytes little-endian) and a note for its restore.
+pub(super) const MIGRATION_3: &str =
+    "ALTER TABLE journal ADD COLUMN touches INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE originals ADD COLUMN mtime_ns INTEGER;
+    ALTER TABLE originals ADD COLUMN xattrs BLOB;
+    ALTER TABLE originals ADD COLUMN note TEXT;";
+
 /// The stat data a managed file had when its content was last known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatCache {
@@ -105,6 +116,41 @@ pub struct Original {
     pub uid: u32,
     pub gid: u32,
     pub target: Option<String>,
+    /// A file's modification time, ns since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// A file's extended attributes: (name, value).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What its restore should say (a hard link restored as a file of its own).
+    pub note: Option<String>,
+}
+
+/// Extended attributes as kept: each name and value prefixed by its length.
+fn encode_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    if xattrs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for part in xattrs.iter().flat_map(|(n, v)| [n, v]) {
+        out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    Some(out)
+}
+
+/// The inverse of [`encode_xattrs`]; what does not decode is dropped.
+fn decode_xattrs(mut bytes: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut take = || -> Option<Vec<u8>> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (part, rest) = rest.split_at_checked(len)?;
+        bytes = rest;
+        Some(part.to_vec())
+    };
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (take(), take()) {
+        out.push((name, value));
+    }
+    out
 }
 
 /// A deployment as `history` and `status` show it.
@@ -128,6 +174,42 @@ pub struct DeployEvent {
     pub kind: &'static str,
     pub path: String,
     pub message: String,
+}
+
+/// One planned step as the journal keeps it.
+#[derive(Debug, Clone)]
+pub struct JournalStep {
+    pub path: String,
+    /// The step as `plan` shows it.
+    pub step: String,
+    /// It creates or changes `path` (a removal or a restore does not).
+    pub touches: bool,
+}
+
+/// What is written, in one transaction, before a deployment's first change.
+pub struct Begin<'a> {
+    pub commit: &'a str,
+    /// `apply`, `repair` or `rollback`.
+    pub kind: &'a str,
+    pub steps: &'a [JournalStep],
+    /// Originals of the paths it takes over (one already kept is never replaced).
+    pub originals: &'a [Original],
+    /// The interrupted deployment this one resumes, marked interrupted with this message.
+    pub resumes: Option<(i64, &'a str)>,
+    /// A commit marked bad, with the reason (the commit a rollback leaves).
+    pub bad: Option<(&'a str, &'a str)>,
+    pub events: &'a [DeployEvent],
+}
+
+/// A deployment a crash left `running`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub id: i64,
+    pub commit: String,
+    /// `apply`, `repair` or `rollback`.
+    pub kind: String,
+    /// The paths of its journalled steps.
+    pub paths: Vec<String>,
 }
 
 /// The outcome written when a deployment ends.
@@ -241,12 +323,26 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The size of the kept original of `path`, if it is a file.
+    pub fn original_size(&self, path: &str) -> Result<Option<u64>, StoreError> {
+        let size: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT length(bytes) FROM originals WHERE path = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(size.flatten().map(to_u64))
+    }
+
     /// The original of `path`, if outpost took it over.
     pub fn original(&self, path: &str) -> Result<Option<Original>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT path, kind, bytes, mode, uid, gid, target FROM originals WHERE path = ?1",
+                "SELECT path, kind, bytes, mode, uid, gid, target, mtime_ns, xattrs, note
+                 FROM originals WHERE path = ?1",
                 [path],
                 |r| {
                     Ok(Original {
@@ -257,41 +353,49 @@ impl Store {
                         uid: u32_of(r.get(4)?).unwrap_or(0),
                         gid: u32_of(r.get(5)?).unwrap_or(0),
                         target: r.get(6)?,
+                        mtime_ns: r.get(7)?,
+                        xattrs: r
+                            .get::<_, Option<Vec<u8>>>(8)?
+                            .map(|b| decode_xattrs(&b))
+                            .unwrap_or_default(),
+                        note: r.get(9)?,
                     })
                 },
             )
             .optional()?)
     }
 
-    /// Journals a deployment before its first change: the target, the steps, and the
-    /// originals of paths it takes over (an original already kept is never replaced).
-    pub fn begin_deployment(
-        &self,
-        commit: &str,
-        kind: &str,
-        steps: &[(String, String)],
-        originals: &[Original],
-    ) -> Result<i64, StoreError> {
+    /// Journals a deployment before its first change: the target, the steps, the originals of
+    /// paths it takes over, and with them the interrupted deployment it resumes and the bad
+    /// mark of the commit a rollback leaves, so a crash can never separate them.
+    pub fn begin_deployment(&self, begin: &Begin<'_>) -> Result<i64, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
+        if let Some((resumed, message)) = begin.resumes {
+            interrupted(&tx, resumed, message)?;
+        }
+        if let Some((commit, reason)) = begin.bad {
+            mark_bad(&tx, commit, reason)?;
+        }
         tx.execute(
             "INSERT INTO deployments (commit_oid, kind, started, result, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![commit, kind, to_i64(now()), to_i64(steps.len() as u64)],
+            params![begin.commit, begin.kind, to_i64(now()), to_i64(begin.steps.len() as u64)],
         )?;
         let id = tx.last_insert_rowid();
         // Until this deployment finishes, the inventory may not describe the host.
         set_meta(&tx, None)?;
         {
             let mut journal = tx.prepare(
-                "INSERT INTO journal (deployment_id, seq, path, step) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO journal (deployment_id, seq, path, step, touches) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (seq, (path, step)) in steps.iter().enumerate() {
-                journal.execute(params![id, to_i64(seq as u64), path, step])?;
+            for (seq, s) in begin.steps.iter().enumerate() {
+                journal.execute(params![id, to_i64(seq as u64), s.path, s.step, s.touches])?;
             }
             let mut keep = tx.prepare(
-                "INSERT OR IGNORE INTO originals (path, kind, bytes, mode, uid, gid, target, saved)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO originals
+                     (path, kind, bytes, mode, uid, gid, target, saved, mtime_ns, xattrs, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for o in originals {
+            for o in begin.originals {
                 keep.execute(params![
                     o.path,
                     o.kind,
@@ -300,9 +404,13 @@ impl Store {
                     o.uid,
                     o.gid,
                     o.target,
-                    to_i64(now())
+                    to_i64(now()),
+                    o.mtime_ns,
+                    encode_xattrs(&o.xattrs),
+                    o.note,
                 ])?;
             }
+            insert_events(&tx, begin.events, id)?;
         }
         tx.commit()?;
         Ok(id)
@@ -322,14 +430,21 @@ impl Store {
             for path in finish.restored {
                 forget.execute([path])?;
             }
-            let mut event = tx.prepare(
-                "INSERT INTO events (at, kind, subject, message, deployment_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for e in finish.events {
-                event.execute(params![to_i64(now()), e.kind, e.path, e.message, id])?;
+        }
+        insert_events(&tx, finish.events, id)?;
+        tx.commit()?;
+        if !finish.restored.is_empty() {
+            // The originals given back were zeroed in the database (secure_delete); the
+            // write-ahead log still holds them until it is checkpointed and truncated.
+            let checkpoint = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                });
+            if !matches!(checkpoint, Ok(0)) {
+                tracing::warn!(?checkpoint, "the write-ahead log was not truncated");
             }
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -360,17 +475,17 @@ impl Store {
         Ok(())
     }
 
-    /// A deployment left `running` by a crash, with the paths it journalled.
-    pub fn interrupted_deployment(&self) -> Result<Option<(i64, String, Vec<String>)>, StoreError> {
-        let found: Option<(i64, String)> = self
+    /// The newest deployment left `running` by a crash, with the paths it journalled.
+    pub fn interrupted_deployment(&self) -> Result<Option<Interrupted>, StoreError> {
+        let found: Option<(i64, String, String)> = self
             .conn
             .query_row(
-                "SELECT id, commit_oid FROM deployments WHERE result = 'running' ORDER BY id DESC LIMIT 1",
+                "SELECT id, commit_oid, kind FROM deployments WHERE result = 'running' ORDER BY id DESC LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((id, commit)) = found else {
+        let Some((id, commit, kind)) = found else {
             return Ok(None);
         };
         let mut stmt = self
@@ -379,54 +494,103 @@ impl Store {
         let paths = stmt
             .query_map([id], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        Ok(Some((id, commit, paths)))
+        Ok(Some(Interrupted {
+            id,
+            commit,
+            kind,
+            paths,
+        }))
     }
 
-    /// Marks every deployment still `running` as interrupted.
-    pub fn mark_interrupted(&self, message: &str) -> Result<(), StoreError> {
+    /// Ends an interrupted deployment that cannot be resumed: `failed`, with why.
+    pub fn fail_interrupted(&self, id: i64, error: &str) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "INSERT INTO events (at, kind, subject, message, deployment_id)
-             SELECT ?1, 'deployment-interrupted', commit_oid, ?2, id FROM deployments WHERE result = 'running'",
-            params![to_i64(now()), message],
+             SELECT ?1, 'deployment-interrupted', commit_oid, ?2, id FROM deployments WHERE id = ?3",
+            params![to_i64(now()), error, id],
         )?;
         tx.execute(
-            "UPDATE deployments SET result = 'interrupted', finished = ?1 WHERE result = 'running'",
-            [to_i64(now())],
+            "UPDATE deployments SET result = 'failed', error = ?2, finished = ?3 WHERE id = ?1",
+            params![id, error, to_i64(now())],
         )?;
         tx.commit()?;
         Ok(())
     }
 
+    /// The paths that deployments since the last successful one created or changed (or were
+    /// about to): a crash or a failure may have left them on the host, so they count as
+    /// managed until a deployment completes.
+    pub fn touched_since_success(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT j.path FROM journal j JOIN deployments d ON d.id = j.deployment_id
+             WHERE j.touches AND d.result != 'success'
+               AND d.id > (SELECT COALESCE(MAX(id), 0) FROM deployments WHERE result = 'success')
+             ORDER BY j.path",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Deployments, newest first.
     pub fn deployments(&self, limit: usize) -> Result<Vec<Deployment>, StoreError> {
-        self.query_deployments(false, None, limit)
+        self.query_deployments(Filter::All, limit)
     }
 
     /// The newest successful deployment: what the host is at.
     pub fn deployed(&self) -> Result<Option<Deployment>, StoreError> {
-        Ok(self.query_deployments(true, None, 1)?.pop())
+        Ok(self.query_deployments(Filter::Success, 1)?.pop())
     }
 
-    /// The newest successful deployment of another commit than `current`: where `rollback` goes.
-    pub fn previous_good(&self, current: &str) -> Result<Option<Deployment>, StoreError> {
-        Ok(self.query_deployments(true, Some(current), 1)?.pop())
+    /// Where `rollback` goes from deployment `current`: the newest successful deployment older
+    /// than it, of another commit, whose commit is not marked bad.
+    pub fn previous_good(&self, current: &Deployment) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .query_deployments(
+                Filter::Good {
+                    before: current.id,
+                    except: &current.commit,
+                },
+                1,
+            )?
+            .pop())
     }
 
-    /// Deployments, newest first: only successful ones when `success`, none of commit `except`.
+    /// The newest successful deployment whose commit is not marked bad: where `apply` stays
+    /// while the trusted commit is bad.
+    pub fn newest_good(&self) -> Result<Option<Deployment>, StoreError> {
+        Ok(self
+            .query_deployments(
+                Filter::Good {
+                    before: i64::MAX,
+                    except: "",
+                },
+                1,
+            )?
+            .pop())
+    }
+
+    /// Deployments, newest first, as `filter` selects them.
     fn query_deployments(
         &self,
-        success: bool,
-        except: Option<&str>,
+        filter: Filter<'_>,
         limit: usize,
     ) -> Result<Vec<Deployment>, StoreError> {
+        let (success, good, before, except) = match filter {
+            Filter::All => (false, false, i64::MAX, ""),
+            Filter::Success => (true, false, i64::MAX, ""),
+            Filter::Good { before, except } => (true, true, before, except),
+        };
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.commit_oid, c.signer, d.kind, d.result, d.started, d.finished, d.steps, d.repairs, d.error
              FROM deployments d LEFT JOIN commits c ON c.oid = d.commit_oid
-             WHERE (?2 = 0 OR d.result = 'success') AND (?3 IS NULL OR d.commit_oid != ?3)
+             WHERE (?2 = 0 OR d.result = 'success')
+               AND (?3 = 0 OR d.commit_oid NOT IN (SELECT oid FROM bad_commits))
+               AND d.id < ?4 AND d.commit_oid != ?5
              ORDER BY d.id DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![to_i64(limit as u64), success, except], |r| {
+        let params = params![to_i64(limit as u64), success, good, before, except];
+        let rows = stmt.query_map(params, |r| {
             Ok(Deployment {
                 id: r.get(0)?,
                 commit: r.get(1)?,
@@ -452,16 +616,6 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Marks a commit bad: apply does not deploy it again until a newer commit is trusted.
-    pub fn mark_bad(&self, oid: &str, reason: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO bad_commits (oid, at, reason) VALUES (?1, ?2, ?3)
-             ON CONFLICT(oid) DO UPDATE SET at = ?2, reason = ?3",
-            params![oid, to_i64(now()), reason],
-        )?;
-        Ok(())
-    }
-
     /// Why `oid` was marked bad, if it was.
     pub fn bad_reason(&self, oid: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -472,5 +626,72 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// Which deployments a query returns.
+enum Filter<'a> {
+    All,
+    Success,
+    /// Successful, older than deployment `before`, not of commit `except`, commit not bad.
+    Good {
+        before: i64,
+        except: &'a str,
+    },
+}
+
+/// Marks a commit bad: apply does not deploy it again until a newer commit is trusted.
+fn mark_bad(conn: &rusqlite::Connection, oid: &str, reason: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO bad_commits (oid, at, reason) VALUES (?1, ?2, ?3)
+         ON CONFLICT(oid) DO UPDATE SET at = ?2, reason = ?3",
+        params![oid, to_i64(now()), reason],
+    )?;
+    Ok(())
+}
+
+/// Marks a deployment a crash left `running` as interrupted, with an event saying so.
+fn interrupted(conn: &rusqlite::Connection, id: i64, message: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, kind, subject, message, deployment_id)
+         SELECT ?1, 'deployment-interrupted', commit_oid, ?2, id FROM deployments
+         WHERE id = ?3 AND result = 'running'",
+        params![to_i64(now()), message, id],
+    )?;
+    conn.execute(
+        "UPDATE deployments SET result = 'interrupted', finished = ?1 WHERE id = ?2 AND result = 'running'",
+        params![to_i64(now()), id],
+    )?;
+    Ok(())
+}
+
+fn insert_events(
+    conn: &rusqlite::Connection,
+    events: &[DeployEvent],
+    id: i64,
+) -> Result<(), StoreError> {
+    let mut event = conn.prepare(
+        "INSERT INTO events (at, kind, subject, message, deployment_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for e in events {
+        event.execute(params![to_i64(now()), e.kind, e.path, e.message, id])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_attributes_round_trip() {
+        let xattrs = vec![
+            (b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 32]),
+            (b"user.empty".to_vec(), Vec::new()),
+        ];
+        let encoded = encode_xattrs(&xattrs).unwrap_or_default();
+        assert_eq!(decode_xattrs(&encoded), xattrs);
+        assert_eq!(encode_xattrs(&[]), None);
+        assert_eq!(decode_xattrs(&encoded[..encoded.len() - 1]).len(), 1);
     }
 }

@@ -3,13 +3,20 @@
 //!
 //! SQLite in WAL mode with `synchronous=FULL`; the schema is versioned with
 //! `rusqlite_migration` and a database written by a newer outpost is refused. Bundle bytes are
-//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory.
+//! kept as 4 MiB chunks so a bundle of any accepted size is stored with bounded memory. The
+//! state dir is kept private ([`prepare_state_dir`]) and deleted content is zeroed
+//! (`secure_delete`).
 
 mod deploy;
 pub mod floor;
+mod secure;
 mod sync;
 
-pub use deploy::{DeployEvent, Deployment, Finish, InventoryRow, Original, StatCache};
+pub use deploy::{
+    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Original,
+    StatCache,
+};
+pub use secure::prepare_state_dir;
 pub use sync::SyncAttempt;
 
 use std::io::Read;
@@ -77,6 +84,7 @@ const MIGRATIONS: &[M] = &[
     ALTER TABLE bundles ADD COLUMN last_seen INTEGER;
     CREATE INDEX bundles_refusals ON bundles(source, reason) WHERE verdict = 'rejected';",
     ),
+    M::up(deploy::MIGRATION_3),
     M::up(sync::MIGRATION),
 ];
 
@@ -84,6 +92,11 @@ const MIGRATIONS: &[M] = &[
 pub enum StoreError {
     #[error("cannot create state directory {path}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make {path} private to the user running outpost")]
+    Secure {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -133,6 +146,8 @@ pub enum StoreError {
         "{path} is corrupt (checksum mismatch); restore it from a backup, or remove it only if you know the host's trusted commit"
     )]
     CorruptFloor { path: PathBuf },
+    #[error("cannot write a cached bundle out")]
+    WriteBundle { source: std::io::Error },
     #[error("cannot write {path}")]
     WriteFloor {
         path: PathBuf,
@@ -229,11 +244,9 @@ impl Store {
     /// Opens (creating) the database for writing: migrations, integrity check, and the
     /// high-water mark reconciled with its mirror.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
-            path: state_dir.to_owned(),
-            source,
-        })?;
+        secure::prepare_state_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
+        secure::create_private(&path)?;
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -248,6 +261,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        // Originals given back to the host must not linger in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(open_err)?;
         quick_check(&conn, &path)?;
         let migrations = Migrations::from_slice(MIGRATIONS);
@@ -495,6 +511,30 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Commits marked bad, newest first: `(commit, reason, when)`.
+    pub fn bad_commits(&self, limit: usize) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT oid, reason, at FROM bad_commits ORDER BY at DESC, oid LIMIT ?1")?;
+        let rows = stmt.query_map([to_i64(limit as u64)], |r| {
+            Ok((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many commits are marked bad, and how many times bundles were refused in all.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let bad: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM bad_commits", [], |r| r.get(0))?;
+        let refused: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(count), 0) FROM bundles WHERE verdict = 'rejected'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((to_u64(bad), to_u64(refused)))
+    }
+
     /// The committer time recorded for a judged commit.
     pub fn commit_time(&self, oid: &str) -> Result<Option<u64>, StoreError> {
         let t: Option<Option<i64>> = self
@@ -504,6 +544,53 @@ impl Store {
             })
             .optional()?;
         Ok(t.flatten().map(to_u64))
+    }
+
+    /// Accepted bundles whose bytes are cached, oldest first, with their signatures.
+    pub fn accepted_bundles(&self) -> Result<Vec<AcceptedBundle>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, sha256, size, signature, tip FROM bundles
+             WHERE verdict = 'accepted' AND sha256 IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AcceptedBundle {
+                id: r.get(0)?,
+                sha256: r.get(1)?,
+                size: to_u64(r.get(2)?),
+                signature: r.get(3)?,
+                tip: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The first chunk of a cached bundle (up to 4 MiB): enough for its header.
+    pub fn bundle_head(&self, id: i64) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT data FROM bundle_chunks WHERE bundle_id = ?1 AND seq = 0",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Writes the bytes of a cached bundle to `out`, a chunk at a time.
+    pub fn write_bundle(&self, id: i64, out: &mut impl std::io::Write) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM bundle_chunks WHERE bundle_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([id])?;
+        let mut written = 0u64;
+        while let Some(row) = rows.next()? {
+            let chunk = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            out.write_all(chunk)
+                .map_err(|source| StoreError::WriteBundle { source })?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// The bytes of a cached bundle, concatenated (tests and export).
@@ -535,6 +622,17 @@ fn bounded(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// An accepted bundle in the cache, as export needs it.
+#[derive(Debug, Clone)]
+pub struct AcceptedBundle {
+    pub id: i64,
+    pub sha256: String,
+    pub size: u64,
+    /// The armored `.sig` as received.
+    pub signature: Option<String>,
+    pub tip: Option<String>,
 }
 
 /// A judged tip commit.
@@ -737,7 +835,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 4)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 5)"),
             "{msg}"
         );
         Ok(())

@@ -366,23 +366,86 @@ impl Fleet {
 
     /// Everything under the host root: files with content digests, symlinks with targets.
     pub fn host_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
-        let mut out = BTreeMap::new();
-        for (rel, path, meta) in walk(&self.host())? {
-            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
-            let seen = if meta.is_symlink() {
-                format!("-> {}", std::fs::read_link(&path)?.display())
-            } else if meta.is_dir() {
-                format!("dir {mode:o}")
-            } else {
-                format!(
-                    "{mode:o} {}",
-                    hex::encode(Sha256::digest(std::fs::read(&path)?))
-                )
-            };
-            out.insert(rel, seen);
-        }
-        Ok(out)
+        tree_snapshot(&self.host())
     }
+
+    /// Every path under the host root with its size: for hosts holding files too large to
+    /// hash in a test.
+    pub fn host_snapshot_sizes(&self) -> Result<BTreeMap<PathBuf, u64>> {
+        Ok(walk(&self.host())?
+            .into_iter()
+            .map(|(rel, _, meta)| (rel, meta.len()))
+            .collect())
+    }
+
+    /// A copy of this fleet's host, state and config in a new directory `name`: for running
+    /// the same step many times from the same start.
+    pub fn copy(&self, name: &str) -> Result<Copy> {
+        let dir = self.path(name);
+        std::fs::create_dir(&dir)?;
+        for part in ["host", "state", "config.toml", "allowed_signers"] {
+            run(Command::new("cp").arg("-a").arg(self.path(part)).arg(&dir))?;
+        }
+        Ok(Copy { dir })
+    }
+}
+
+/// A copy of a fleet's host, state and config (see [`Fleet::copy`]).
+pub struct Copy {
+    pub dir: PathBuf,
+}
+
+impl Copy {
+    /// Runs outpost on this copy, aborting after `fault` steps when given.
+    pub fn outpost(&self, args: &[&str], fault: Option<usize>) -> Result<Run> {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .args(args)
+            .env_remove("OUTPOST_CONFIG");
+        if let Some(n) = fault {
+            cmd.env("OUTPOST_FAULT_AFTER_STEPS", n.to_string());
+        }
+        Ok(cmd.output()?.into())
+    }
+
+    pub fn host_snapshot(&self) -> Result<BTreeMap<PathBuf, String>> {
+        tree_snapshot(&self.dir.join("host"))
+    }
+
+    /// Copies it again into `name`, beside it.
+    pub fn copy(&self, name: &str) -> Result<Copy> {
+        let dir = self.dir.with_file_name(name);
+        run(Command::new("cp").arg("-a").arg(&self.dir).arg(&dir))?;
+        Ok(Copy { dir })
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Everything under `dir`: files with mode and content digest, directories with mode,
+/// symlinks with targets.
+pub fn tree_snapshot(dir: &Path) -> Result<BTreeMap<PathBuf, String>> {
+    let mut out = BTreeMap::new();
+    for (rel, path, meta) in walk(dir)? {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        let seen = if meta.is_symlink() {
+            format!("-> {}", std::fs::read_link(&path)?.display())
+        } else if meta.is_dir() {
+            format!("dir {mode:o}")
+        } else {
+            format!(
+                "{mode:o} {}",
+                hex::encode(Sha256::digest(std::fs::read(&path)?))
+            )
+        };
+        out.insert(rel, seen);
+    }
+    Ok(out)
 }
 
 /// A process holding the state lock as outpost does (its pid written into the lock file),
@@ -419,5 +482,47 @@ impl Drop for LockHolder {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
+    }
+}
+
+impl Fleet {
+    /// `history --json`, parsed: deployments newest first.
+    pub fn history(&self) -> Result<Vec<serde_json::Value>> {
+        let run = self.outpost(&["history", "--json"])?;
+        assert_eq!(run.code, 0, "history failed: {}", run.stderr);
+        match serde_json::from_str(&run.stdout)? {
+            serde_json::Value::Array(list) => Ok(list),
+            other => Err(format!("history is not a list: {other}").into()),
+        }
+    }
+
+    /// `(kind, result, commit)` of each deployment, oldest first.
+    pub fn deployments(&self) -> Result<Vec<(String, String, String)>> {
+        let field = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or_default().to_owned();
+        let mut out: Vec<_> = self
+            .history()?
+            .iter()
+            .map(|d| (field(d, "kind"), field(d, "result"), field(d, "commit")))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Runs outpost with one more environment variable (the fault hook).
+    pub fn outpost_env(&self, args: &[&str], key: &str, value: &str) -> Result<Run> {
+        Ok(self.command(args).env(key, value).output()?.into())
+    }
+
+    /// Runs `args`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Result<Run> {
+        let run = self.outpost(args)?;
+        if run.code != 0 {
+            return Err(format!(
+                "outpost {args:?} exited {}: {}{}",
+                run.code, run.stdout, run.stderr
+            )
+            .into());
+        }
+        Ok(run)
     }
 }

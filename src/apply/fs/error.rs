@@ -28,6 +28,16 @@ pub enum FsError {
     NotRegularFile { path: HostPath },
     #[error("{path} is larger than {max} bytes")]
     TooLarge { path: HostPath, max: u64 },
+    #[error("cannot read the extended attributes of {path}")]
+    ReadXattrs { path: HostPath, source: Errno },
+    #[error("cannot set extended attribute {name} on {path}")]
+    SetXattr {
+        path: HostPath,
+        name: String,
+        source: Errno,
+    },
+    #[error("cannot set the modification time of {path}")]
+    SetTimes { path: HostPath, source: Errno },
     #[error("cannot read symlink {path}")]
     ReadLink { path: HostPath, source: Errno },
     #[error("cannot list directory {path}")]

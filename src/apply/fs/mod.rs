@@ -100,6 +100,38 @@ fn kind_of(st_mode: u32) -> Kind {
     }
 }
 
+/// What a restored file gets besides content, mode and owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: Option<i64>,
+    /// Extended attributes, `security.capability` included.
+    pub xattrs: Vec<Xattr>,
+}
+
+/// An extended attribute: (name, value).
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
+/// A regular file as it is, to be kept as an original.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileCopy {
+    pub bytes: Vec<u8>,
+    pub stat: Stat,
+    pub extras: Extras,
+    /// Hard links to it (1: none besides this name).
+    pub links: u64,
+}
+
+/// What a preflight check needs of a filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filesystem {
+    /// The device of the directory looked at: paths on the same filesystem share it.
+    pub dev: u64,
+    /// Bytes available to an unprivileged writer (the root reserve is left alone).
+    pub available: u64,
+    pub read_only: bool,
+}
+
 /// A host root opened once; every operation resolves beneath it and never follows a symlink.
 #[derive(Debug)]
 pub struct HostFs {
@@ -155,6 +187,16 @@ impl HostFs {
 
     /// A regular file's bytes, at most `max` of them.
     pub fn read(&mut self, path: &HostPath, max: u64) -> Result<Vec<u8>, FsError> {
+        Ok(self.read_with(path, max, false)?.bytes)
+    }
+
+    /// A regular file's bytes (at most `max`), stat data, link count, modification time and
+    /// extended attributes: what is kept of a file outpost takes over.
+    pub fn copy_file(&mut self, path: &HostPath, max: u64) -> Result<FileCopy, FsError> {
+        self.read_with(path, max, true)
+    }
+
+    fn read_with(&mut self, path: &HostPath, max: u64, extras: bool) -> Result<FileCopy, FsError> {
         let parent = self.parent(path)?;
         let err = |source| FsError::Read {
             path: path.clone(),
@@ -168,10 +210,25 @@ impl HostFs {
                 e => err(e),
             },
         )?;
-        let st = Stat::from_raw(&fstat(&fd).map_err(err)?);
+        let raw = fstat(&fd).map_err(err)?;
+        let st = Stat::from_raw(&raw);
         if st.kind != Kind::File {
             return Err(FsError::NotRegularFile { path: path.clone() });
         }
+        let kept = if extras {
+            Extras {
+                mtime_ns: Some(st.mtime_ns),
+                xattrs: read_xattrs(&fd).map_err(|source| FsError::ReadXattrs {
+                    path: path.clone(),
+                    source,
+                })?,
+            }
+        } else {
+            Extras::default()
+        };
+        // The field type of `st_nlink` differs between targets.
+        #[allow(clippy::useless_conversion)]
+        let links = u64::from(raw.st_nlink);
         if st.size > max {
             return Err(FsError::TooLarge {
                 path: path.clone(),
@@ -194,7 +251,12 @@ impl HostFs {
                 max,
             });
         }
-        Ok(bytes)
+        Ok(FileCopy {
+            bytes,
+            stat: st,
+            extras: kept,
+            links,
+        })
     }
 
     /// The target of a symlink, as stored.
@@ -235,6 +297,19 @@ impl HostFs {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<Stat, FsError> {
+        self.write_file_with(path, bytes, mode, owner, &Extras::default())
+    }
+
+    /// [`HostFs::write_file`], the new file also getting `extras`: extended attributes after
+    /// the owner (a chown clears `security.capability`), the modification time last.
+    pub fn write_file_with(
+        &mut self,
+        path: &HostPath,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        extras: &Extras,
+    ) -> Result<Stat, FsError> {
         let parent = self.parent(path)?;
         let name = file_name(path);
         check_replaceable(parent, name, path)?;
@@ -247,7 +322,7 @@ impl HostFs {
                 Mode::S_IRUSR | Mode::S_IWUSR,
             )
         })?;
-        let placed = fill(&fd, path, bytes, mode, owner)
+        let placed = fill(&fd, path, bytes, mode, owner, extras)
             .and_then(|()| rename_into_place(parent, &temp, name, path));
         if let Err(e) = placed {
             let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -401,6 +476,12 @@ impl HostFs {
     /// Whether the filesystem that holds (or would hold) `path` is mounted read-only: the one
     /// of its nearest existing directory. A preflight check before any change.
     pub fn read_only(&mut self, path: &HostPath) -> Result<bool, FsError> {
+        Ok(self.filesystem(path)?.read_only)
+    }
+
+    /// The filesystem that holds (or would hold) `path`: the one of its nearest existing
+    /// directory.
+    pub fn filesystem(&mut self, path: &HostPath) -> Result<Filesystem, FsError> {
         let err = |source| FsError::StatFs {
             path: path.clone(),
             source,
@@ -415,8 +496,20 @@ impl HostFs {
                 Err(e) => return Err(dir_error(path, e, err)),
             }
         }
-        let vfs = fstatvfs(self.dir(dir).map_err(err)?).map_err(err)?;
-        Ok(vfs.flags().contains(FsFlags::ST_RDONLY))
+        let fd = self.dir(dir).map_err(err)?;
+        let vfs = fstatvfs(fd).map_err(err)?;
+        let st = fstat(fd).map_err(err)?;
+        // The field types of `struct statvfs` differ between targets.
+        #[allow(clippy::useless_conversion)]
+        let available =
+            u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size()));
+        #[allow(clippy::useless_conversion)]
+        let dev = u64::from(st.st_dev);
+        Ok(Filesystem {
+            dev,
+            available,
+            read_only: vfs.flags().contains(FsFlags::ST_RDONLY),
+        })
     }
 
     /// Removes the entries named `.outpost-tmp.*` directly in `dir` (a `&HostPath`, or `None`
@@ -489,6 +582,39 @@ impl HostFs {
         }
         self.dirs.insert(dir, fd);
     }
+}
+
+/// The extended attributes of an open file, by name.
+fn read_xattrs(fd: &OwnedFd) -> Result<Vec<Xattr>, Errno> {
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    let mut names = vec![0u8; 4096];
+    let len = loop {
+        match rustix::fs::flistxattr(fd, &mut names[..]) {
+            Ok(len) => break len,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 4, 0);
+            }
+            // A filesystem without extended attributes has none to keep.
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(errno(e)),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 256];
+        let n = loop {
+            match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::RANGE) if value.len() < 1 << 20 => {
+                    value.resize(value.len() * 4, 0);
+                }
+                Err(e) => return Err(errno(e)),
+            }
+        };
+        value.truncate(n);
+        out.push((name.to_vec(), value));
+    }
+    Ok(out)
 }
 
 /// `openat2` beneath `dir`, never following a symlink, close-on-exec.

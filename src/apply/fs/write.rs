@@ -76,13 +76,14 @@ pub(super) fn create_temp<T>(
     }
 }
 
-/// Writes, chowns, chmods and fsyncs the open temporary file.
+/// Writes, chowns, chmods, sets the extras of and fsyncs the open temporary file.
 pub(super) fn fill(
     fd: &OwnedFd,
     path: &HostPath,
     bytes: &[u8],
     mode: u32,
     owner: Option<(u32, u32)>,
+    extras: &Extras,
 ) -> Result<(), FsError> {
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -109,6 +110,28 @@ pub(super) fn fill(
             .map_err(|source| set_owner_error(path, uid, gid, source))?;
     }
     fchmod(fd, mode_bits(mode)).map_err(|source| set_mode_error(path, mode, source))?;
+    for (name, value) in &extras.xattrs {
+        rustix::fs::fsetxattr(fd, name.as_slice(), value, rustix::fs::XattrFlags::empty())
+            .map_err(|e| FsError::SetXattr {
+                path: path.clone(),
+                name: String::from_utf8_lossy(name).into_owned(),
+                source: Errno::from_raw(e.raw_os_error()),
+            })?;
+    }
+    if let Some(mtime) = extras.mtime_ns {
+        let spec = |ns: i64| {
+            nix::sys::time::TimeSpec::new(
+                ns.div_euclid(1_000_000_000),
+                ns.rem_euclid(1_000_000_000),
+            )
+        };
+        nix::sys::stat::futimens(fd, &nix::sys::time::TimeSpec::UTIME_OMIT, &spec(mtime)).map_err(
+            |source| FsError::SetTimes {
+                path: path.clone(),
+                source,
+            },
+        )?;
+    }
     fsync(fd).map_err(|source| FsError::SyncFile {
         path: path.clone(),
         source,
