@@ -589,17 +589,69 @@ fn an_unknown_url_scheme_is_a_config_error() -> Result {
 }
 
 #[test]
-fn an_https_url_is_a_config_error_until_tls_fits_the_binary() -> Result {
-    let fleet = Fleet::new()?;
-    fleet.write_config("\n[source]\nurl = \"https://git.example.com/fleet.git\"\n")?;
-    let run = fleet.outpost(&["sync"])?;
-    assert_eq!(run.code, 2);
+fn an_https_url_with_a_private_ca_in_ca_file_syncs() -> Result {
+    let up = Upstream::new()?;
+    let certs = up.fleet.path("tls");
+    test_ca(&certs)?;
+    let server = HttpBackend::start_tls(&up.fleet.path("served"), &certs)?;
+    let url = format!("https://127.0.0.1:{}/fleet.git", server.port);
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"tls/ca.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains(
-            "source.url: \"https://git.example.com/fleet.git\": https:// is not built into this outpost; use http:// or git://"
-        ),
+        run.stdout
+            .starts_with(&format!("accepted {url}: {} ", &up.first[..12])),
         "{}",
-        run.stderr
+        run.stdout
+    );
+    up.fsck()
+}
+
+#[test]
+fn an_https_upstream_with_an_unknown_ca_is_a_recorded_failure() -> Result {
+    let up = Upstream::new()?;
+    let certs = up.fleet.path("tls");
+    test_ca(&certs)?;
+    // Another CA: the server's certificate does not chain to it.
+    test_ca(&up.fleet.path("other"))?;
+    let server = HttpBackend::start_tls(&up.fleet.path("served"), &certs)?;
+    let url = format!("https://127.0.0.1:{}/fleet.git", server.port);
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"other/ca.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with(&format!("failed {url}: "))
+            && run.stdout.contains("invalid peer certificate"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+
+    // Without source.ca_file, the system's roots: they do not know the test CA either.
+    up.configure(&url, "")?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists();
+    let expected = if system {
+        "invalid peer certificate: UnknownIssuer"
+    } else {
+        "install ca-certificates or set source.ca_file"
+    };
+    assert!(run.stdout.contains(expected), "{}", run.stdout);
+
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"no-such.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("cannot read source.ca_file ") && run.stdout.contains("no-such.pem"),
+        "{}",
+        run.stdout
     );
     Ok(())
 }
@@ -632,6 +684,26 @@ struct HttpBackend {
 
 impl HttpBackend {
     fn start(base: &Path) -> Result<Self> {
+        Self::serve(base, None)
+    }
+
+    /// The same over TLS, with the certificate and key in `server.pem` and `server.key`.
+    fn start_tls(base: &Path, certs: &Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(certs.join("server.pem"))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(certs.join("server.key"))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        Self::serve(base, Some(Arc::new(config)))
+    }
+
+    fn serve(base: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -642,11 +714,18 @@ impl HttpBackend {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let base = base.clone();
+                            let (base, tls) = (base.clone(), tls.clone());
                             std::thread::spawn(move || {
                                 let _ = stream.set_nonblocking(false);
                                 let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
-                                let _ = serve_cgi(stream, &base);
+                                let _ = match tls {
+                                    None => serve_cgi(stream, &base),
+                                    Some(config) => rustls::ServerConnection::new(config)
+                                        .map_err(Into::into)
+                                        .and_then(|conn| {
+                                            serve_cgi(rustls::StreamOwned::new(conn, stream), &base)
+                                        }),
+                                };
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -771,6 +850,70 @@ fn serve_cgi<S: Read + Write>(mut stream: S, base: &Path) -> Result {
     stream.write_all(payload)?;
     stream.flush()?;
     Ok(())
+}
+
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`server.pem`, `server.key`)
+/// in `dir`, made with openssl.
+fn test_ca(dir: &Path) -> Result {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| -> Result {
+        run(Command::new("openssl").current_dir(dir).args(args))?;
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "30"],
+            &["-subj", "/CN=outpost test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "server.ext",
+    ])
 }
 
 #[test]

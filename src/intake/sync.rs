@@ -257,6 +257,7 @@ fn fetch(
             max_object: usize::try_from(config.source.max_object_size.as_u64())
                 .unwrap_or(usize::MAX),
         },
+        ca_file: config.source.ca_file.as_deref(),
     };
     Ok(remote::fetch(&mut quarantine, &upstream).map(|f| (f, quarantine)))
 }

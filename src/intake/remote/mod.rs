@@ -3,8 +3,7 @@
 //!
 //! `git://` is a TCP connection opened with `source.connect_timeout`; `file://` is a
 //! `git upload-pack` outpost spawns (git must be installed). Both speak the git protocol (v2) to
-//! gix. `http://` is git's smart HTTP through `http`, a ureq client. `https://` is not built
-//! in: a TLS stack would take the stripped binary past its 8 MB budget.
+//! gix. `http://` and `https://` are git's smart HTTP through `http`, a ureq client (rustls).
 //!
 //! Every byte the upstream sends passes through a meter, which stops the fetch once more than
 //! `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the process) at
@@ -31,7 +30,7 @@ use crate::repo::Quarantine;
 mod http;
 
 /// The URL schemes `source.url` may use.
-pub const SCHEMES: &[&str] = &["git", "http", "file"];
+pub const SCHEMES: &[&str] = &["git", "http", "https", "file"];
 
 /// Largest part of a spawned `git upload-pack`'s stderr kept for the error message.
 const MAX_STDERR: usize = 4 << 10;
@@ -53,11 +52,6 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
     }
     let parsed = gix::url::parse(gix::bstr::BStr::new(url)).map_err(|e| format!("{url:?}: {e}"))?;
     let scheme = parsed.scheme.as_str();
-    if parsed.scheme == gix::url::Scheme::Https {
-        return Err(format!(
-            "{url:?}: https:// is not built into this outpost; use http:// or git:// (the signature of the tip commit protects what is fetched), or file://"
-        ));
-    }
     if !SCHEMES.contains(&scheme) {
         return Err(format!(
             "{url:?} uses {scheme}://, which outpost does not fetch; use {}",
@@ -75,7 +69,7 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
         _ if parsed.user().is_some() || parsed.password().is_some() => {
             // Not echoed: the URL holds a secret.
             return Err(
-                "the URL holds credentials (user:password@), which outpost never sends over a plain transport; serve the repository to the hosts without authentication"
+                "the URL holds credentials (user:password@), which outpost does not keep in its config; serve the repository to the hosts without authentication"
                     .to_owned(),
             );
         }
@@ -101,6 +95,8 @@ pub struct Upstream<'a> {
     pub url: &'a gix::Url,
     pub tracked_ref: &'a str,
     pub limits: Limits,
+    /// `source.ca_file`: the roots for `https://`; `None`, the system's bundle.
+    pub ca_file: Option<&'a std::path::Path>,
 }
 
 /// Why a fetch did not finish.
@@ -279,7 +275,7 @@ pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fet
     let received = match &upstream.url.scheme {
         gix::url::Scheme::Git => job.over_tcp(),
         gix::url::Scheme::File => job.over_process(),
-        gix::url::Scheme::Http => job.over_http(),
+        gix::url::Scheme::Http | gix::url::Scheme::Https => job.over_http(),
         other => Err(FetchError::Failed(format!(
             "{} is not a supported scheme",
             other.as_str()
@@ -352,11 +348,19 @@ impl Job<'_> {
             .map_err(|e| self.failed(&e, &process.finish()))
     }
 
-    /// `http://`: git's smart HTTP.
+    /// `http://` and `https://`: git's smart HTTP.
     fn over_http(&self) -> Result<(ObjectId, bool), FetchError> {
         let url = self.upstream.url;
         let _watchdog = Watchdog::start(self.deadline, Closer::Nothing, self.meter.clone());
-        let client = http::Client::new(&self.upstream.limits, self.meter.clone(), self.deadline);
+        let https = url.scheme == gix::url::Scheme::Https;
+        let client = http::Client::new(
+            &self.upstream.limits,
+            https,
+            self.upstream.ca_file,
+            self.meter.clone(),
+            self.deadline,
+        )
+        .map_err(FetchError::Failed)?;
         let transport = gix_transport::client::blocking_io::http::connect_http(
             client,
             url.clone(),
@@ -572,10 +576,6 @@ mod tests {
             ("git://git.example.com:99999/fleet.git", "can not be parsed"),
             ("git://git.example.com", "does not specify a path"),
             (
-                "https://git.example.com/fleet.git",
-                "https:// is not built into this outpost",
-            ),
-            (
                 "ssh://git@git.example.com/fleet.git",
                 "uses ssh://, which outpost does not fetch",
             ),
@@ -588,6 +588,7 @@ mod tests {
             "file:///srv/fleet.git",
             "git://127.0.0.1:9418/fleet.git",
             "http://git.example.com/fleet.git",
+            "https://git.example.com/fleet.git",
         ] {
             assert!(check_url(url).is_ok(), "{url}");
         }
