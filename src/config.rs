@@ -137,6 +137,9 @@ pub struct SourceConfig {
     /// How long one whole fetch may take.
     #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
     pub fetch_timeout: Duration,
+    /// PEM root certificates for an `https://` upstream; default: the system's bundle.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +246,7 @@ impl Default for SourceConfig {
             max_fetch_size: default_max_fetch_size(),
             connect_timeout: default_connect_timeout(),
             fetch_timeout: default_fetch_timeout(),
+            ca_file: None,
         }
     }
 }
@@ -348,6 +352,9 @@ impl Config {
         if let Some(p) = self.source.spool.as_mut() {
             join(p);
         }
+        if let Some(p) = self.source.ca_file.as_mut() {
+            join(p);
+        }
         if let Some(p) = self.metrics.textfile.as_mut() {
             join(p);
         }
@@ -435,7 +442,11 @@ mod tests {
         );
         assert_eq!(
             c.source.url.as_deref(),
-            Some("git://git.example.com/fleet.git")
+            Some("https://git.example.com/fleet.git")
+        );
+        assert_eq!(
+            c.source.ca_file,
+            Some(PathBuf::from("/etc/outpost/fleet-ca.pem"))
         );
         Ok(())
     }
@@ -502,6 +513,7 @@ mod tests {
             "git://example.com/fleet.git",
             "git://example.com:9419/fleet.git",
             "http://example.com:8080/fleet.git",
+            "https://example.com/fleet.git",
             "file:///srv/fleet.git",
         ] {
             let text = format!("[trust]\nallowed_signers = \"a\"\n[source]\nurl = \"{url}\"\n");

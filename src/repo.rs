@@ -171,6 +171,19 @@ fn init(path: &Path) -> Result<(), RepoError> {
     Ok(())
 }
 
+/// The least a bare repository needs to be opened, for a quarantine that lives only as long as
+/// one bundle or fetch: no hooks, description or sample files to write and delete again.
+fn init_minimal(path: &Path) -> std::io::Result<()> {
+    for dir in ["objects/pack", "objects/info", "refs/heads", "refs/tags"] {
+        std::fs::create_dir_all(path.join(dir))?;
+    }
+    std::fs::write(path.join("HEAD"), "ref: refs/heads/main\n")?;
+    std::fs::write(
+        path.join("config"),
+        "[core]\n\trepositoryformatversion = 0\n\tbare = true\n",
+    )
+}
+
 /// The signature, payload, committer time and subject of commit `oid`.
 fn commit_info(repo: &gix::Repository, oid: ObjectId) -> Result<CommitInfo, RepoError> {
     let err = |e: gix::Error| RepoError::ReadCommit {
@@ -312,10 +325,9 @@ impl Quarantine {
             .tempdir_in(parent)
             .map_err(io_err)?;
         let path = dir.path().join("objects.git");
-        init(&path)?;
+        init_minimal(&path).map_err(io_err)?;
         if let Some(store) = store {
             let info = path.join("objects/info");
-            std::fs::create_dir_all(&info).map_err(io_err)?;
             let target = std::path::absolute(store.objects_dir()).map_err(io_err)?;
             let mut line = target.into_os_string().into_encoded_bytes();
             line.push(b'\n');

@@ -26,9 +26,11 @@ struct GitDaemon {
 impl GitDaemon {
     fn start(base: &Path) -> Result<Self> {
         let port = free_port()?;
-        let child = Command::new("git")
+        // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the
+        // daemon it started running.
+        let exec_path = run(Command::new("git").arg("--exec-path"))?;
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),
@@ -416,10 +418,11 @@ fn a_connection_cut_mid_pack_is_a_failure_and_the_next_sync_succeeds() -> Result
         run.stdout
     );
     assert_eq!(up.fleet.trusted()?, None);
-    assert_eq!(
-        up.fleet.status()?["sync"]["last_error"]["outcome"],
-        "failed"
-    );
+    let error = &up.fleet.status()?["sync"]["last_error"];
+    assert_eq!(error["outcome"], "failed");
+    // What arrived before the cut is counted: part of the pack, no more than was let through.
+    let bytes = error["bytes"].as_u64().ok_or("bytes")?;
+    assert!(bytes > 1000 && bytes <= 16 << 10, "{error}");
     up.fsck()?;
     let packs = std::fs::read_dir(up.fleet.state().join("objects/objects/pack"))
         .map(|d| d.count())
@@ -488,6 +491,30 @@ fn a_pack_over_max_fetch_size_is_refused_naming_the_setting() -> Result {
 }
 
 #[test]
+fn an_object_over_max_object_size_is_refused_naming_the_setting() -> Result {
+    let up = Upstream::new()?;
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{}\"\nmax_object_size = \"64KiB\"\n",
+        up.daemon.url("fleet.git")
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "the upstream sent an object larger than source.max_object_size (65536 bytes) once inflated"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+    assert_eq!(
+        up.fleet.status()?["sync"]["last_error"]["outcome"],
+        "refused"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_file_url_syncs_like_git() -> Result {
     let up = Upstream::new()?;
     let url = format!("file://{}", up.bare().display());
@@ -506,6 +533,26 @@ fn a_file_url_syncs_like_git() -> Result {
     assert_eq!(json["commit"], second);
     assert!(json["bytes"].as_u64().is_some_and(|b| b < 20_000), "{json}");
     up.fsck()
+}
+
+#[test]
+fn an_upstream_without_the_tracked_branch_is_a_recorded_failure() -> Result {
+    let up = Upstream::new()?;
+    let url = up.daemon.url("fleet.git");
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nbranch = \"stable\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.starts_with(&format!(
+            "failed {url}: the upstream has no refs/heads/stable; check source.branch and source.url"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+    Ok(())
 }
 
 #[test]
@@ -542,6 +589,74 @@ fn an_unknown_url_scheme_is_a_config_error() -> Result {
 }
 
 #[test]
+fn an_https_url_with_a_private_ca_in_ca_file_syncs() -> Result {
+    let up = Upstream::new()?;
+    let certs = up.fleet.path("tls");
+    test_ca(&certs)?;
+    let server = HttpBackend::start_tls(&up.fleet.path("served"), &certs)?;
+    let url = format!("https://127.0.0.1:{}/fleet.git", server.port);
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"tls/ca.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with(&format!("accepted {url}: {} ", &up.first[..12])),
+        "{}",
+        run.stdout
+    );
+    up.fsck()
+}
+
+#[test]
+fn an_https_upstream_with_an_unknown_ca_is_a_recorded_failure() -> Result {
+    let up = Upstream::new()?;
+    let certs = up.fleet.path("tls");
+    test_ca(&certs)?;
+    // Another CA: the server's certificate does not chain to it.
+    test_ca(&up.fleet.path("other"))?;
+    let server = HttpBackend::start_tls(&up.fleet.path("served"), &certs)?;
+    let url = format!("https://127.0.0.1:{}/fleet.git", server.port);
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"other/ca.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with(&format!("failed {url}: "))
+            && run.stdout.contains("invalid peer certificate"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(up.fleet.trusted()?, None);
+
+    // Without source.ca_file, the system's roots: they do not know the test CA either.
+    up.configure(&url, "")?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists();
+    let expected = if system {
+        "invalid peer certificate: UnknownIssuer"
+    } else {
+        "install ca-certificates or set source.ca_file"
+    };
+    assert!(run.stdout.contains(expected), "{}", run.stdout);
+
+    up.fleet.write_config(&format!(
+        "\n[source]\nurl = \"{url}\"\nca_file = \"no-such.pem\"\n"
+    ))?;
+    let run = up.fleet.outpost(&["sync"])?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("cannot read source.ca_file ") && run.stdout.contains("no-such.pem"),
+        "{}",
+        run.stdout
+    );
+    Ok(())
+}
+
+#[test]
 fn sync_without_a_url_is_a_usage_error() -> Result {
     let fleet = Fleet::new()?;
     let run = fleet.outpost(&["sync"])?;
@@ -569,6 +684,26 @@ struct HttpBackend {
 
 impl HttpBackend {
     fn start(base: &Path) -> Result<Self> {
+        Self::serve(base, None)
+    }
+
+    /// The same over TLS, with the certificate and key in `server.pem` and `server.key`.
+    fn start_tls(base: &Path, certs: &Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(certs.join("server.pem"))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(certs.join("server.key"))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+        Self::serve(base, Some(Arc::new(config)))
+    }
+
+    fn serve(base: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -579,9 +714,18 @@ impl HttpBackend {
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let base = base.clone();
+                            let (base, tls) = (base.clone(), tls.clone());
                             std::thread::spawn(move || {
-                                let _ = serve_cgi(stream, &base);
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+                                let _ = match tls {
+                                    None => serve_cgi(stream, &base),
+                                    Some(config) => rustls::ServerConnection::new(config)
+                                        .map_err(Into::into)
+                                        .and_then(|conn| {
+                                            serve_cgi(rustls::StreamOwned::new(conn, stream), &base)
+                                        }),
+                                };
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -610,11 +754,9 @@ impl Drop for HttpBackend {
     }
 }
 
-fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
+fn serve_cgi<S: Read + Write>(mut stream: S, base: &Path) -> Result {
     use std::io::BufRead;
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut reader = std::io::BufReader::new(&mut stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
@@ -643,6 +785,7 @@ fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
     let length: usize = header("content-length").map_or(Ok(0), |v| v.parse())?;
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
+    drop(reader);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut cgi = Command::new("git");
     cgi.arg("http-backend")
@@ -697,7 +840,6 @@ fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
             None => {}
         }
     }
-    let mut stream = stream;
     stream.write_all(
         format!(
             "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -708,6 +850,70 @@ fn serve_cgi(stream: TcpStream, base: &Path) -> Result {
     stream.write_all(payload)?;
     stream.flush()?;
     Ok(())
+}
+
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`server.pem`, `server.key`)
+/// in `dir`, made with openssl.
+fn test_ca(dir: &Path) -> Result {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| -> Result {
+        run(Command::new("openssl").current_dir(dir).args(args))?;
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "30"],
+            &["-subj", "/CN=outpost test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "server.ext",
+    ])
 }
 
 #[test]
@@ -774,5 +980,37 @@ fn an_http_pack_over_max_fetch_size_is_refused() -> Result {
         run.stdout
     );
     assert_eq!(up.fleet.trusted()?, None);
+    Ok(())
+}
+
+#[test]
+fn import_works_while_a_sync_waits_on_a_silent_upstream() -> Result {
+    let fleet = Fleet::new()?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let silent = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    fleet.write_config(&format!(
+        "\n[source]\nurl = \"git://127.0.0.1:{port}/fleet.git\"\nfetch_timeout = \"6s\"\n"
+    ))?;
+    // A first command creates the state dir, so that the sync below starts at once.
+    assert_eq!(fleet.outpost(&["status"])?.code, 0);
+    let sync = fleet.command(&["sync"]).stdout(Stdio::piped()).spawn()?;
+    let held = silent.join().map_err(|_| "listener")??;
+    // The sync is connected and waiting: the state lock must be free for an import.
+    let tip = fleet.commit("outpost.toml", "# bundled\n")?;
+    let bundle = fleet.bundle("site.bundle", &["main"])?;
+    let started = Instant::now();
+    let run = fleet.outpost_paths("import", &[&bundle])?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(fleet.trusted()?.as_deref(), Some(tip.as_str()));
+    let out = sync.wait_with_output()?;
+    drop(held);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("no complete answer within source.fetch_timeout (6s)"),
+        "{stdout}"
+    );
+    assert_eq!(fleet.trusted()?.as_deref(), Some(tip.as_str()));
     Ok(())
 }

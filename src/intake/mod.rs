@@ -115,6 +115,10 @@ pub enum Refusal {
         "the upstream sent more than source.max_fetch_size ({max} bytes); raise the limit, or import a bundle of the branch"
     )]
     FetchTooBig { max: u64 },
+    #[error(
+        "the upstream sent an object larger than source.max_object_size ({max} bytes) once inflated; raise the limit if the fleet ships such files"
+    )]
+    FetchedObjectTooBig { max: usize },
 }
 
 /// A failure of the host rather than a verdict on a bundle.

@@ -7,7 +7,8 @@
 //! promoted into `objects/`, recorded with the new high-water mark, and the tracked ref moved.
 //!
 //! Every attempt is recorded in `sync_attempts`: accepted, up to date, refused (the upstream's
-//! answer was judged and found wanting, or was larger than `source.max_fetch_size`) or failed
+//! answer was judged and found wanting, or went past `source.max_fetch_size` or
+//! `source.max_object_size`) or failed
 //! (the network, the upstream or the protocol: nothing was judged). Neither a refusal nor a
 //! failure changes the trusted commit or anything deployed; only a failure of the host itself
 //! (state dir, database, object store files) is an [`IntakeError`].
@@ -20,8 +21,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::judge::{self, Fault, TipVerdict};
-use super::remote::{self, FetchError, Limits};
+use super::judge::{self, Fault, TipVerdict, TrustedTip};
+use super::remote::{self, FetchError, Limits, Unfinished};
 use super::{IntakeError, Refusal, repair_ref, short};
 use crate::config::Config;
 use crate::lock;
@@ -121,146 +122,44 @@ impl fmt::Display for SyncReport {
 
 /// Fetches the tracked branch from `source.url` once and judges its tip; every attempt is
 /// recorded. `Ok` whatever the upstream did (see [`SyncReport::succeeded`]); `Err` only when
-/// the host failed, or when `source.url` is not set. Blocks for at most about
-/// `source.fetch_timeout` plus the time to judge and to wait for the state lock.
+/// the host failed, when `source.url` is not set ([`IntakeError::NoUpstream`]), or when
+/// another process held the fetch lock (another sync) or the state lock for longer than
+/// [`lock::WAIT`] ([`IntakeError::Lock`]; try again later). Blocks for at most about
+/// `source.fetch_timeout` plus the time to judge and to wait for the locks; run it on a
+/// blocking thread.
 pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeError> {
-    let url_text = config.source.url.clone().ok_or(IntakeError::NoUpstream)?;
+    let url = config.source.url.clone().ok_or(IntakeError::NoUpstream)?;
     let state = &config.state.dir;
     let tracked_ref = config.tracked_ref();
     let fetch_dir = fetch_dir(state)?;
     let _fetching = lock::acquire(&fetch_dir, lock::WAIT)?;
     clear_leftovers(&fetch_dir)?;
-    {
-        // The database migrated, the object store there, the tracked ref where the mark says.
-        let _lock = lock::acquire(state, lock::WAIT)?;
-        let store = Store::open(state)?;
-        let objects = ObjectStore::open_or_init(state)?;
-        repair_ref(&objects, store.high_water()?.as_ref(), &tracked_ref)?;
-    }
-    let at = store::now();
-    let started = Instant::now();
-    let limits = Limits {
-        connect_timeout: config.source.connect_timeout,
-        fetch_timeout: config.source.fetch_timeout,
-        max_bytes: config.source.max_fetch_size.as_u64(),
-        max_object: usize::try_from(config.source.max_object_size.as_u64()).unwrap_or(usize::MAX),
-    };
-    let fetched = match remote::check_url(&url_text) {
-        Ok(url) => {
-            let objects = ObjectStore::open_or_init(state)?;
-            let mut quarantine = Quarantine::new(&fetch_dir, Some(&objects))?;
-            remote::fetch(&mut quarantine, &url, &tracked_ref, limits).map(|f| (f, quarantine))
-        }
-        Err(e) => Err(FetchError::Failed(format!("source.url: {e}"))),
-    };
-
-    let _lock = lock::acquire(state, lock::WAIT)?;
-    let store = Store::open(state)?;
-    let objects = ObjectStore::open_or_init(state)?;
+    let store = prepare(state, &tracked_ref)?;
     let mut attempt = SyncAttempt {
-        at,
-        url: url_text.clone(),
+        at: store::now(),
+        url,
         outcome: String::new(),
         tip: None,
         bytes: 0,
         duration_ms: 0,
         error: None,
     };
-    let mut refused_commit = None;
-    let outcome = match fetched {
-        Err(e) => {
-            let (outcome, reason) = match e {
-                FetchError::TooBig { max } => {
-                    attempt.bytes = max;
-                    ("refused", Refusal::FetchTooBig { max }.to_string())
-                }
-                FetchError::TimedOut { after } => (
-                    "failed",
-                    format!(
-                        "no complete answer within source.fetch_timeout ({})",
-                        humantime::format_duration(after)
-                    ),
-                ),
-                FetchError::Failed(message) => ("failed", message),
-            };
-            attempt.error = Some(reason.clone());
-            attempt.outcome = outcome.to_owned();
-            if outcome == "refused" {
-                SyncOutcome::Refused { tip: None, reason }
-            } else {
-                SyncOutcome::Failed { error: reason }
-            }
-        }
+    let started = Instant::now();
+    // The network part, without the state lock.
+    let fetched = fetch(config, &fetch_dir, &tracked_ref)?;
+
+    let _lock = lock::acquire(state, lock::WAIT)?;
+    // Opened anew: it sees packs another process promoted meanwhile.
+    let objects = ObjectStore::open_or_init(state)?;
+    let judged = match fetched {
+        Err(e) => unfetched(e, &mut attempt),
         Ok((fetched, quarantine)) => {
-            attempt.bytes = fetched.bytes;
-            attempt.tip = Some(fetched.tip.to_string());
-            let staging = fetch_dir.clone();
-            let ctx = super::context(config, policy, Some(&store), Some(&objects), &staging)?;
-            let judged = quarantine
-                .check_tip(fetched.tip, &tracked_ref)
-                .map_err(Fault::from)
-                .and_then(|()| {
-                    judge::judge_tip(&ctx, quarantine, fetched.tip, &mut refused_commit)
-                });
-            match judged {
-                Ok(TipVerdict::Trusted(trusted)) => {
-                    attempt.outcome = "accepted".to_owned();
-                    attempt.duration_ms = elapsed_ms(started);
-                    let message = format!("{tracked_ref} -> {}", trusted.tip);
-                    trusted.quarantine.promote(&objects)?;
-                    store.record_sync_accepted(
-                        &attempt,
-                        &trusted.commit,
-                        &trusted.mark,
-                        &message,
-                    )?;
-                    objects.set_ref(&tracked_ref, trusted.tip)?;
-                    tracing::info!(
-                        commit = %trusted.tip,
-                        signer = %Escaped(&trusted.signer.principal),
-                        "upstream commit accepted"
-                    );
-                    return Ok(report(
-                        &attempt,
-                        SyncOutcome::Accepted {
-                            commit: trusted.tip.to_string(),
-                            signer: trusted.signer.principal.clone(),
-                            previous: trusted.previous.clone(),
-                            rewind: trusted.rewind,
-                            summary: trusted.summary.clone(),
-                        },
-                    ));
-                }
-                Ok(TipVerdict::Replay { message }) => {
-                    attempt.outcome = "up-to-date".to_owned();
-                    let message = message
-                        .strip_prefix("replay: ")
-                        .unwrap_or(&message)
-                        .to_owned();
-                    SyncOutcome::UpToDate {
-                        commit: fetched.tip.to_string(),
-                        message,
-                    }
-                }
-                Err(Fault::Refused(refusal)) => {
-                    let reason = refusal.to_string();
-                    attempt.outcome = "refused".to_owned();
-                    attempt.error = Some(reason.clone());
-                    SyncOutcome::Refused {
-                        tip: Some(fetched.tip.to_string()),
-                        reason,
-                    }
-                }
-                Err(Fault::Host(e)) => return Err(e),
-            }
+            let ctx = super::context(config, policy, Some(&store), Some(&objects), &fetch_dir)?;
+            judge_fetched(&ctx, quarantine, &fetched, &mut attempt)?
         }
     };
     attempt.duration_ms = elapsed_ms(started);
-    let refused_commit: Option<&CommitRecord> = match outcome {
-        SyncOutcome::Refused { .. } => refused_commit.as_ref(),
-        _ => None,
-    };
-    store.record_sync(&attempt, refused_commit)?;
+    let outcome = settle(&store, &objects, &tracked_ref, &attempt, judged)?;
     let report = report(&attempt, outcome);
     if let SyncOutcome::Refused { reason: why, .. } | SyncOutcome::Failed { error: why } =
         &report.outcome
@@ -273,6 +172,169 @@ pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeE
         );
     }
     Ok(report)
+}
+
+/// What became of a fetch, before it is recorded.
+enum Judged {
+    Trusted(Box<TrustedTip>),
+    /// Up to date, refused or failed; a refused tip commit is recorded as such.
+    Other {
+        outcome: SyncOutcome,
+        refused: Option<CommitRecord>,
+    },
+}
+
+/// Records the attempt; for a trusted tip, promotes its pack, records it with the new
+/// high-water mark and moves the tracked ref, as for an accepted bundle.
+fn settle(
+    store: &Store,
+    objects: &ObjectStore,
+    tracked_ref: &str,
+    attempt: &SyncAttempt,
+    judged: Judged,
+) -> Result<SyncOutcome, IntakeError> {
+    let trusted = match judged {
+        Judged::Trusted(trusted) => trusted,
+        Judged::Other { outcome, refused } => {
+            store.record_sync(attempt, refused.as_ref())?;
+            return Ok(outcome);
+        }
+    };
+    let message = format!("{tracked_ref} -> {}", trusted.tip);
+    trusted.quarantine.promote(objects)?;
+    store.record_sync_accepted(attempt, &trusted.commit, &trusted.mark, &message)?;
+    objects.set_ref(tracked_ref, trusted.tip)?;
+    tracing::info!(
+        commit = %trusted.tip,
+        signer = %Escaped(&trusted.signer.principal),
+        "upstream commit accepted"
+    );
+    Ok(SyncOutcome::Accepted {
+        commit: trusted.tip.to_string(),
+        signer: trusted.signer.principal,
+        previous: trusted.previous,
+        rewind: trusted.rewind,
+        summary: trusted.summary,
+    })
+}
+
+/// Under the state lock: the database opened (and migrated), the object store there, the
+/// tracked ref where the high-water mark says (the negotiation with the upstream starts from
+/// it). The database stays open for the rest of the sync: opening it is what a sync that finds
+/// nothing new spends most of its time on.
+fn prepare(state: &Path, tracked_ref: &str) -> Result<Store, IntakeError> {
+    let _lock = lock::acquire(state, lock::WAIT)?;
+    let store = Store::open(state)?;
+    let objects = ObjectStore::open_or_init(state)?;
+    repair_ref(&objects, store.high_water()?.as_ref(), tracked_ref)?;
+    Ok(store)
+}
+
+/// Fetches into a new quarantine in `fetch_dir`.
+fn fetch(
+    config: &Config,
+    fetch_dir: &Path,
+    tracked_ref: &str,
+) -> Result<Result<(remote::Fetched, Quarantine), Unfinished>, IntakeError> {
+    let url = match remote::check_url(config.source.url.as_deref().unwrap_or_default()) {
+        Ok(url) => url,
+        Err(e) => {
+            return Ok(Err(Unfinished {
+                error: FetchError::Failed(format!("source.url: {e}")),
+                bytes: 0,
+            }));
+        }
+    };
+    let objects = ObjectStore::open_or_init(&config.state.dir)?;
+    let mut quarantine = Quarantine::new(fetch_dir, Some(&objects))?;
+    let upstream = remote::Upstream {
+        url: &url,
+        tracked_ref,
+        limits: Limits {
+            connect_timeout: config.source.connect_timeout,
+            fetch_timeout: config.source.fetch_timeout,
+            max_bytes: config.source.max_fetch_size.as_u64(),
+            max_object: usize::try_from(config.source.max_object_size.as_u64())
+                .unwrap_or(usize::MAX),
+        },
+        ca_file: config.source.ca_file.as_deref(),
+    };
+    Ok(remote::fetch(&mut quarantine, &upstream).map(|f| (f, quarantine)))
+}
+
+/// A fetch that did not complete: refused past a size limit, else failed.
+fn unfetched(unfinished: Unfinished, attempt: &mut SyncAttempt) -> Judged {
+    attempt.bytes = unfinished.bytes;
+    let refused = |attempt: &mut SyncAttempt, reason: String| {
+        attempt.outcome = "refused".to_owned();
+        attempt.error = Some(reason.clone());
+        SyncOutcome::Refused { tip: None, reason }
+    };
+    let outcome = match unfinished.error {
+        FetchError::TooBig { max } => refused(attempt, Refusal::FetchTooBig { max }.to_string()),
+        FetchError::ObjectTooBig { max } => {
+            refused(attempt, Refusal::FetchedObjectTooBig { max }.to_string())
+        }
+        FetchError::TimedOut { after } => SyncOutcome::Failed {
+            error: format!(
+                "no complete answer within source.fetch_timeout ({})",
+                humantime::format_duration(after)
+            ),
+        },
+        FetchError::Failed(error) => SyncOutcome::Failed { error },
+    };
+    if let SyncOutcome::Failed { error } = &outcome {
+        attempt.outcome = "failed".to_owned();
+        attempt.error = Some(error.clone());
+    }
+    Judged::Other {
+        outcome,
+        refused: None,
+    }
+}
+
+/// Judges the fetched tip by the rules of a bundle's tip.
+fn judge_fetched(
+    ctx: &judge::Context<'_>,
+    quarantine: Quarantine,
+    fetched: &remote::Fetched,
+    attempt: &mut SyncAttempt,
+) -> Result<Judged, IntakeError> {
+    attempt.bytes = fetched.bytes;
+    attempt.tip = Some(fetched.tip.to_string());
+    let mut commit = None;
+    let judged = quarantine
+        .check_tip(fetched.tip, &ctx.tracked_ref)
+        .map_err(Fault::from)
+        .and_then(|()| judge::judge_tip(ctx, quarantine, fetched.tip, &mut commit));
+    let outcome = match judged {
+        Ok(TipVerdict::Trusted(trusted)) => {
+            attempt.outcome = "accepted".to_owned();
+            return Ok(Judged::Trusted(trusted));
+        }
+        Ok(TipVerdict::Replay { message }) => {
+            attempt.outcome = "up-to-date".to_owned();
+            let message = message.strip_prefix("replay: ").unwrap_or(&message);
+            SyncOutcome::UpToDate {
+                commit: fetched.tip.to_string(),
+                message: message.to_owned(),
+            }
+        }
+        Err(Fault::Refused(refusal)) => {
+            let reason = refusal.to_string();
+            attempt.outcome = "refused".to_owned();
+            attempt.error = Some(reason.clone());
+            SyncOutcome::Refused {
+                tip: Some(fetched.tip.to_string()),
+                reason,
+            }
+        }
+        Err(Fault::Host(e)) => return Err(e),
+    };
+    let refused = matches!(outcome, SyncOutcome::Refused { .. })
+        .then_some(commit)
+        .flatten();
+    Ok(Judged::Other { outcome, refused })
 }
 
 fn report(attempt: &SyncAttempt, outcome: SyncOutcome) -> SyncReport {

@@ -88,6 +88,11 @@ impl Store {
         self.last_sync("outcome IN ('refused', 'failed')")
     }
 
+    /// The newest attempt in which the upstream answered: any but a failed one.
+    pub fn last_sync_contact(&self) -> Result<Option<SyncAttempt>, StoreError> {
+        self.last_sync("outcome IN ('accepted', 'up-to-date', 'refused')")
+    }
+
     fn last_sync(&self, filter: &'static str) -> Result<Option<SyncAttempt>, StoreError> {
         Ok(self
             .conn
@@ -169,6 +174,10 @@ mod tests {
         assert_eq!(error.error.as_deref(), Some("connection refused"));
         let ok = store.last_sync_success()?.ok_or("none")?;
         assert_eq!(ok.outcome, "up-to-date");
+        assert_eq!(
+            store.last_sync_contact()?.map(|a| a.outcome).as_deref(),
+            Some("up-to-date")
+        );
         Ok(())
     }
 

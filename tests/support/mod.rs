@@ -239,6 +239,10 @@ impl Fleet {
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("OUTPOST_CONFIG");
+        // The test servers are on 127.0.0.1: no proxy of the environment running the tests.
+        for var in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"] {
+            cmd.env_remove(var).env_remove(var.to_lowercase());
+        }
         cmd
     }
 

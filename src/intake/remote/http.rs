@@ -7,8 +7,14 @@
 //! `source.connect_timeout`; the response body passes through the fetch's meter, which caps
 //! it at `source.max_fetch_size`. Redirects are not followed (the error names the status), and
 //! credentials in an `http://` URL are never sent (gix refuses clear text).
+//!
+//! `https://` is rustls with the ring provider. The roots are the certificates of
+//! `source.ca_file` alone when it is set (a private CA), else the system's bundle
+//! ([`SYSTEM_ROOTS`]): no root list is built into the binary, so the host's own CA updates
+//! apply.
 
 use std::io::{BufRead, Cursor, Read, Write};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -19,6 +25,9 @@ use gix::protocol::transport::client::blocking_io::http::{
 
 use super::{Limits, Meter, Metered};
 
+/// The system's root certificates (Debian's ca-certificates), used without `source.ca_file`.
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The HTTP client of one fetch.
 pub struct Client {
     agent: ureq::Agent,
@@ -27,18 +36,38 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(limits: &Limits, meter: Arc<Meter>, deadline: Instant) -> Self {
+    /// A client for one fetch; for `https`, reads the root certificates (`ca_file`, or the
+    /// system's).
+    pub fn new(
+        limits: &Limits,
+        https: bool,
+        ca_file: Option<&Path>,
+        meter: Arc<Meter>,
+        deadline: Instant,
+    ) -> Result<Self, String> {
+        let roots = match (https, ca_file) {
+            (false, _) => Vec::new(),
+            (true, Some(path)) => read_roots(path, "source.ca_file ")?,
+            (true, None) => read_roots(Path::new(SYSTEM_ROOTS), "")
+                .map_err(|e| format!("{e}; install ca-certificates or set source.ca_file"))?,
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(limits.connect_timeout))
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("outpost/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
             .build();
-        Self {
+        Ok(Self {
             agent: config.into(),
             meter,
             deadline,
-        }
+        })
     }
 
     fn exchange(
@@ -67,6 +96,22 @@ impl Client {
             body: None,
         }))
     }
+}
+
+/// The PEM certificates of `path`; `what` names the setting in errors.
+fn read_roots(path: &Path, what: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read {what}{}: {e}", path.display()))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("{what}{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }
 
 /// A request not sent yet.

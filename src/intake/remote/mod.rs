@@ -3,11 +3,13 @@
 //!
 //! `git://` is a TCP connection opened with `source.connect_timeout`; `file://` is a
 //! `git upload-pack` outpost spawns (git must be installed). Both speak the git protocol (v2) to
-//! gix. `http://` is git's smart HTTP through [`http`], a ureq client. Every byte the upstream sends passes through a meter, which stops the fetch once
-//! more than `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the
-//! process) at `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the
-//! tracked branch is asked for, without tags; what the host already has is negotiated from the
-//! object store's refs (the quarantine's alternates), so fetches are incremental.
+//! gix. `http://` and `https://` are git's smart HTTP through `http`, a ureq client (rustls).
+//!
+//! Every byte the upstream sends passes through a meter, which stops the fetch once more than
+//! `source.max_fetch_size` arrived; a watchdog closes the connection (or kills the process) at
+//! `source.fetch_timeout`, so a stalled upstream cannot hang a sync. Only the tracked branch is
+//! asked for, without tags; what the host already has is negotiated from the object store's
+//! refs (the quarantine's alternates), so fetches are incremental.
 
 use std::io::Read;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -28,7 +30,7 @@ use crate::repo::Quarantine;
 mod http;
 
 /// The URL schemes `source.url` may use.
-pub const SCHEMES: &[&str] = &["git", "http", "file"];
+pub const SCHEMES: &[&str] = &["git", "http", "https", "file"];
 
 /// Largest part of a spawned `git upload-pack`'s stderr kept for the error message.
 const MAX_STDERR: usize = 4 << 10;
@@ -56,8 +58,22 @@ pub fn check_url(url: &str) -> Result<gix::Url, String> {
             supported()
         ));
     }
-    if parsed.scheme != gix::url::Scheme::File && parsed.host().is_none() {
-        return Err(format!("{url:?} names no host"));
+    match parsed.scheme {
+        gix::url::Scheme::File if parsed.host().is_some() => {
+            return Err(format!(
+                "{url:?} names a host; a file:// URL is a local path, written file:///PATH"
+            ));
+        }
+        gix::url::Scheme::File => {}
+        _ if parsed.host().is_none() => return Err(format!("{url:?} names no host")),
+        _ if parsed.user().is_some() || parsed.password().is_some() => {
+            // Not echoed: the URL holds a secret.
+            return Err(
+                "the URL holds credentials (user:password@), which outpost does not keep in its config; serve the repository to the hosts without authentication"
+                    .to_owned(),
+            );
+        }
+        _ => {}
     }
     Ok(parsed)
 }
@@ -73,15 +89,34 @@ pub struct Limits {
     pub max_object: usize,
 }
 
+/// Where a fetch may go and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Upstream<'a> {
+    pub url: &'a gix::Url,
+    pub tracked_ref: &'a str,
+    pub limits: Limits,
+    /// `source.ca_file`: the roots for `https://`; `None`, the system's bundle.
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
 /// Why a fetch did not finish.
 #[derive(Debug)]
 pub enum FetchError {
     /// The upstream sent more than `source.max_fetch_size`.
     TooBig { max: u64 },
+    /// The pack holds an object that inflates past `source.max_object_size`.
+    ObjectTooBig { max: usize },
     /// `source.fetch_timeout` passed.
     TimedOut { after: Duration },
     /// Anything else: the network, the upstream, the protocol.
     Failed(String),
+}
+
+/// A fetch that did not finish, and how much the upstream had sent until then.
+#[derive(Debug)]
+pub struct Unfinished {
+    pub error: FetchError,
+    pub bytes: u64,
 }
 
 /// What a finished fetch brought.
@@ -102,6 +137,8 @@ struct Meter {
     max: u64,
     over: AtomicBool,
     timed_out: AtomicBool,
+    /// The indexer met an object past `source.max_object_size`.
+    object_too_big: AtomicBool,
     interrupt: AtomicBool,
 }
 
@@ -217,121 +254,169 @@ impl Drop for Process {
     }
 }
 
-/// Fetches the tracked branch `tracked_ref` from `url` into `quarantine`.
-pub fn fetch(
-    quarantine: &mut Quarantine,
-    url: &gix::Url,
-    tracked_ref: &str,
-    limits: Limits,
-) -> Result<Fetched, FetchError> {
+/// Fetches the tracked branch from the upstream into `quarantine`.
+pub fn fetch(quarantine: &mut Quarantine, upstream: &Upstream<'_>) -> Result<Fetched, Unfinished> {
     let started = Instant::now();
-    let deadline = started + limits.fetch_timeout;
+    let limits = upstream.limits;
     let meter = Arc::new(Meter {
         bytes: AtomicU64::new(0),
         max: limits.max_bytes,
         over: AtomicBool::new(false),
         timed_out: AtomicBool::new(false),
+        object_too_big: AtomicBool::new(false),
         interrupt: AtomicBool::new(false),
     });
-    let failed = |e: &dyn std::fmt::Display, stderr: &str| {
-        if meter.over.load(Ordering::Relaxed) {
-            FetchError::TooBig {
+    let job = Job {
+        quarantine,
+        upstream,
+        meter: &meter,
+        deadline: started + limits.fetch_timeout,
+    };
+    let received = match &upstream.url.scheme {
+        gix::url::Scheme::Git => job.over_tcp(),
+        gix::url::Scheme::File => job.over_process(),
+        gix::url::Scheme::Http | gix::url::Scheme::Https => job.over_http(),
+        other => Err(FetchError::Failed(format!(
+            "{} is not a supported scheme",
+            other.as_str()
+        ))),
+    }
+    .and_then(|received| {
+        quarantine
+            .reopen()
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        Ok(received)
+    });
+    let bytes = meter.bytes.load(Ordering::Relaxed);
+    let (tip, pack) = received.map_err(|error| Unfinished { error, bytes })?;
+    tracing::debug!(elapsed = ?started.elapsed(), bytes, "fetched");
+    Ok(Fetched { tip, bytes, pack })
+}
+
+/// One fetch on its way.
+struct Job<'a> {
+    quarantine: &'a Quarantine,
+    upstream: &'a Upstream<'a>,
+    meter: &'a Arc<Meter>,
+    deadline: Instant,
+}
+
+impl Job<'_> {
+    /// `git://`: a TCP connection to a git daemon.
+    fn over_tcp(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let stream =
+            connect_tcp(url, self.upstream.limits.connect_timeout).map_err(FetchError::Failed)?;
+        let clone = || {
+            stream
+                .try_clone()
+                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))
+        };
+        let (closer, writer) = (clone()?, clone()?);
+        let _watchdog = Watchdog::start(self.deadline, Closer::Tcp(closer), self.meter.clone());
+        let host = url.host().unwrap_or_default().to_owned();
+        let connection = Connection::new(
+            self.metered(stream),
+            writer,
+            Protocol::V2,
+            url.path.clone(),
+            Some((host, url.port)),
+            ConnectMode::Daemon,
+            false,
+        )
+        .custom_url(Some(url.to_bstring()));
+        self.receive(connection).map_err(|e| self.failed(&e, ""))
+    }
+
+    /// `file://`: a `git upload-pack` this process spawns.
+    fn over_process(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let (process, stdout, stdin) = spawn_upload_pack(url).map_err(FetchError::Failed)?;
+        let closer = Closer::Process(process.child.clone());
+        let _watchdog = Watchdog::start(self.deadline, closer, self.meter.clone());
+        let connection = Connection::new(
+            self.metered(stdout),
+            stdin,
+            Protocol::V2,
+            url.path.clone(),
+            None::<(String, Option<u16>)>,
+            ConnectMode::Process,
+            false,
+        )
+        .custom_url(Some(url.to_bstring()));
+        self.receive(connection)
+            .map_err(|e| self.failed(&e, &process.finish()))
+    }
+
+    /// `http://` and `https://`: git's smart HTTP.
+    fn over_http(&self) -> Result<(ObjectId, bool), FetchError> {
+        let url = self.upstream.url;
+        let _watchdog = Watchdog::start(self.deadline, Closer::Nothing, self.meter.clone());
+        let https = url.scheme == gix::url::Scheme::Https;
+        let client = http::Client::new(
+            &self.upstream.limits,
+            https,
+            self.upstream.ca_file,
+            self.meter.clone(),
+            self.deadline,
+        )
+        .map_err(FetchError::Failed)?;
+        let transport = gix_transport::client::blocking_io::http::connect_http(
+            client,
+            url.clone(),
+            Protocol::V2,
+            false,
+        );
+        self.receive(transport).map_err(|e| self.failed(&e, ""))
+    }
+
+    fn metered<R: Read>(&self, inner: R) -> std::io::BufReader<Metered<R>> {
+        std::io::BufReader::new(Metered {
+            inner,
+            meter: self.meter.clone(),
+        })
+    }
+
+    fn receive<T>(&self, transport: T) -> Result<(ObjectId, bool), String>
+    where
+        T: gix::protocol::transport::client::blocking_io::Transport,
+    {
+        receive(
+            self.quarantine,
+            transport,
+            self.upstream.url,
+            self.upstream.tracked_ref,
+            self.meter,
+            self.upstream.limits,
+        )
+    }
+
+    /// Why the fetch stopped: the size cap or the deadline when the meter saw them, else the
+    /// error, with what a spawned git said on stderr.
+    fn failed(&self, e: &dyn std::fmt::Display, stderr: &str) -> FetchError {
+        let limits = self.upstream.limits;
+        if self.meter.over.load(Ordering::Relaxed) {
+            return FetchError::TooBig {
                 max: limits.max_bytes,
-            }
-        } else if meter.timed_out.load(Ordering::Relaxed) {
-            FetchError::TimedOut {
+            };
+        }
+        if self.meter.timed_out.load(Ordering::Relaxed) {
+            return FetchError::TimedOut {
                 after: limits.fetch_timeout,
-            }
-        } else {
-            // git's own words ("fatal: ... does not appear to be a git repository") say more
-            // than the broken handshake they cause.
-            match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
-                Some(said) => FetchError::Failed(format!("{e}: git upload-pack said {said:?}")),
-                None => FetchError::Failed(e.to_string()),
-            }
+            };
         }
-    };
-    let outcome = match &url.scheme {
-        gix::url::Scheme::Git => {
-            let stream = connect_tcp(url, limits.connect_timeout).map_err(FetchError::Failed)?;
-            let closer = stream
-                .try_clone()
-                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))?;
-            let writer = stream
-                .try_clone()
-                .map_err(|e| FetchError::Failed(format!("cannot use the connection: {e}")))?;
-            let _watchdog = Watchdog::start(deadline, Closer::Tcp(closer), meter.clone());
-            let host = url.host().unwrap_or_default().to_owned();
-            let connection = Connection::new(
-                std::io::BufReader::new(Metered {
-                    inner: stream,
-                    meter: meter.clone(),
-                }),
-                writer,
-                Protocol::V2,
-                url.path.clone(),
-                Some((host, url.port)),
-                ConnectMode::Daemon,
-                false,
-            )
-            .custom_url(Some(url.to_bstring()));
-            receive(quarantine, connection, url, tracked_ref, &meter, limits)
-                .map_err(|e| failed(&e, ""))?
+        if self.meter.object_too_big.load(Ordering::Relaxed) {
+            return FetchError::ObjectTooBig {
+                max: limits.max_object,
+            };
         }
-        gix::url::Scheme::File => {
-            let (process, stdout, stdin) = spawn_upload_pack(url).map_err(FetchError::Failed)?;
-            let _watchdog = Watchdog::start(
-                deadline,
-                Closer::Process(process.child.clone()),
-                meter.clone(),
-            );
-            let connection = Connection::new(
-                std::io::BufReader::new(Metered {
-                    inner: stdout,
-                    meter: meter.clone(),
-                }),
-                stdin,
-                Protocol::V2,
-                url.path.clone(),
-                None::<(String, Option<u16>)>,
-                ConnectMode::Process,
-                false,
-            )
-            .custom_url(Some(url.to_bstring()));
-            let received = receive(quarantine, connection, url, tracked_ref, &meter, limits);
-            match received {
-                Ok(outcome) => outcome,
-                Err(e) => return Err(failed(&e, &process.finish())),
-            }
+        // git's own words ("fatal: ... does not appear to be a git repository") say more
+        // than the broken handshake they cause.
+        match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(said) => FetchError::Failed(format!("{e}: git upload-pack said {said:?}")),
+            None => FetchError::Failed(e.to_string()),
         }
-        gix::url::Scheme::Http => {
-            let _watchdog = Watchdog::start(deadline, Closer::Nothing, meter.clone());
-            let client = http::Client::new(&limits, meter.clone(), deadline);
-            let transport = gix_transport::client::blocking_io::http::connect_http(
-                client,
-                url.clone(),
-                Protocol::V2,
-                false,
-            );
-            receive(quarantine, transport, url, tracked_ref, &meter, limits)
-                .map_err(|e| failed(&e, ""))?
-        }
-        other => {
-            return Err(FetchError::Failed(format!(
-                "{} is not a supported scheme",
-                other.as_str()
-            )));
-        }
-    };
-    quarantine
-        .reopen()
-        .map_err(|e| FetchError::Failed(e.to_string()))?;
-    tracing::debug!(elapsed = ?started.elapsed(), bytes = meter.bytes.load(Ordering::Relaxed), "fetched");
-    Ok(Fetched {
-        tip: outcome.0,
-        bytes: meter.bytes.load(Ordering::Relaxed),
-        pack: outcome.1,
-    })
+    }
 }
 
 /// Runs gix's fetch over `connection`: the tip of the tracked branch, and whether a pack came.
@@ -373,7 +458,13 @@ where
     }
     let outcome = prepared
         .receive(gix::progress::Discard, &meter.interrupt)
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| {
+            let text = format!("{e:?}");
+            if text.contains("AllocationLimit") || text.contains("too large to fit in memory") {
+                meter.object_too_big.store(true, Ordering::Relaxed);
+            }
+            describe(&e)
+        })?;
     let tip = outcome
         .ref_map
         .mappings
@@ -474,12 +565,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn urls_are_checked_for_what_outpost_can_fetch() {
+        for (url, said) in [
+            ("file://srv/fleet.git", "names a host"),
+            ("file://localhost/srv/fleet.git", "names a host"),
+            (
+                "http://user:secret@git.example.com/fleet.git",
+                "credentials",
+            ),
+            ("git://git.example.com:99999/fleet.git", "can not be parsed"),
+            ("git://git.example.com", "does not specify a path"),
+            (
+                "ssh://git@git.example.com/fleet.git",
+                "uses ssh://, which outpost does not fetch",
+            ),
+        ] {
+            let err = check_url(url).map(|_| ()).unwrap_err();
+            assert!(err.contains(said), "{url}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+        for url in [
+            "file:///srv/fleet.git",
+            "git://127.0.0.1:9418/fleet.git",
+            "http://git.example.com/fleet.git",
+            "https://git.example.com/fleet.git",
+        ] {
+            assert!(check_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
     fn the_meter_stops_past_the_cap() {
         let meter = Arc::new(Meter {
             bytes: AtomicU64::new(0),
             max: 10,
             over: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            object_too_big: AtomicBool::new(false),
             interrupt: AtomicBool::new(false),
         });
         let mut r = Metered {
