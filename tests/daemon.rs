@@ -499,9 +499,9 @@ fn a_commit_imported_by_another_process_is_applied_at_once() -> Result {
     Ok(())
 }
 
-/// A bare copy of the publisher's repository served by `file://`, with the daemon's config
-/// pointing `source.url` at it and syncing every second.
-fn upstream_fleet() -> Result<(Fleet, PathBuf)> {
+/// A bare copy of the publisher's repository served by a `git daemon` on 127.0.0.1, with the
+/// daemon's config pointing `source.url` at it and syncing every second.
+fn upstream_fleet() -> Result<(Fleet, PathBuf, crate::sync::GitDaemon)> {
     let fleet = daemon_fleet()?;
     std::fs::create_dir_all(fleet.repo().join("files"))?;
     std::fs::write(fleet.repo().join("outpost.toml"), MANIFEST)?;
@@ -513,15 +513,16 @@ fn upstream_fleet() -> Result<(Fleet, PathBuf)> {
             .arg(fleet.repo())
             .arg(&bare),
     )?;
+    let server = crate::sync::GitDaemon::start(&fleet.path("served"))?;
     let text = std::fs::read_to_string(fleet.config())?.replace(
         "[trust]\n",
         &format!(
-            "[source]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n[trust]\n",
-            bare.display()
+            "[source]\nurl = \"{}\"\ninterval = \"1s\"\n\n[trust]\n",
+            server.url("fleet.git")
         ),
     );
     std::fs::write(fleet.config(), text)?;
-    Ok((fleet, bare))
+    Ok((fleet, bare, server))
 }
 
 fn host_says(fleet: &Fleet, content: &str) -> bool {
@@ -530,7 +531,7 @@ fn host_says(fleet: &Fleet, content: &str) -> bool {
 
 #[test]
 fn the_daemon_follows_upstream_and_keeps_working_while_it_is_gone() -> Result {
-    let (fleet, bare) = upstream_fleet()?;
+    let (fleet, bare, _server) = upstream_fleet()?;
     let daemon = Daemon::ready(&fleet)?;
     assert!(
         eventually(Duration::from_secs(20), || Ok(host_says(

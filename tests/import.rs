@@ -151,9 +151,18 @@ fn verify_answers_without_changing_anything() -> Result {
     let tip = fleet.commit("a", "2")?;
     let update = fleet.bundle("update.bundle", &["main~1..main"])?;
     let before = Fleet::snapshot(&fleet.state())?;
-    let tmp_before = verify_scratch_dirs()?;
+    // verify's scratch space goes to TMPDIR: a private one, so other runs cannot be counted.
+    let tmp = fleet.path("tmp");
+    std::fs::create_dir(&tmp)?;
+    let verify = |json: bool| -> Result<crate::support::Run> {
+        let mut cmd = fleet.command(&["verify"]);
+        if json {
+            cmd.arg("--json");
+        }
+        Ok(cmd.arg(&update).env("TMPDIR", &tmp).output()?.into())
+    };
 
-    let run = fleet.outpost_paths("verify", &[&update])?;
+    let run = verify(false)?;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout
@@ -164,7 +173,7 @@ fn verify_answers_without_changing_anything() -> Result {
         "{}",
         run.stdout
     );
-    let run = fleet.outpost(&["verify", "--json", &update.display().to_string()])?;
+    let run = verify(true)?;
     let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
     assert_eq!(json["verdict"], "accepted");
     assert_eq!(json["commit"], tip);
@@ -174,24 +183,13 @@ fn verify_answers_without_changing_anything() -> Result {
         before,
         "verify wrote to the state dir"
     );
-    let tmp_after = verify_scratch_dirs()?;
-    assert!(tmp_after <= tmp_before, "verify left scratch files behind");
+    assert_eq!(
+        std::fs::read_dir(&tmp)?.count(),
+        0,
+        "verify left scratch files behind"
+    );
     assert_eq!(fleet.trusted()?, Some(first));
     Ok(())
-}
-
-/// How many scratch dirs of `verify` the temp dir holds.
-fn verify_scratch_dirs() -> Result<usize> {
-    let count = std::fs::read_dir(std::env::temp_dir())?
-        .filter(|e| {
-            e.as_ref().is_ok_and(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("outpost-verify")
-            })
-        })
-        .count();
-    Ok(count)
 }
 
 #[test]

@@ -18,13 +18,13 @@ fn free_port() -> Result<u16> {
 }
 
 /// `git daemon` serving every repository under `base`, killed when dropped.
-struct GitDaemon {
+pub(crate) struct GitDaemon {
     child: Child,
     port: u16,
 }
 
 impl GitDaemon {
-    fn start(base: &Path) -> Result<Self> {
+    pub(crate) fn start(base: &Path) -> Result<Self> {
         let port = free_port()?;
         // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the
         // daemon it started running.
@@ -54,7 +54,7 @@ impl GitDaemon {
         Ok(daemon)
     }
 
-    fn url(&self, repo: &str) -> String {
+    pub(crate) fn url(&self, repo: &str) -> String {
         format!("git://127.0.0.1:{}/{repo}", self.port)
     }
 }
