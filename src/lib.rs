@@ -3,11 +3,14 @@
 //! # Data flow
 //!
 //! ```text
-//!  bundle file / stick ──┐
-//!  upstream (gix fetch) ─┴─> intake ─> trust ─> repo + store ─> manifest ─> plan ─> apply ─> host
-//!                            (stage,   (SSHSIG   (objects/,      (this       (pure)  (journal,
-//!                             hash or   of file   outpost.db,     host's             files,
-//!                             fetch)    and tip)  floor mirror)   entries)           inventory)
+//!  bundle file / stick / spool ──┐
+//!  upstream (gix fetch) ─────────┴─> intake ─> trust ─> repo + store ─> manifest ─> plan ─> apply ─> host
+//!                                    (stage,   (SSHSIG   (objects/,      (this       (pure)  (journal,
+//!                                     hash or   of file   outpost.db,     host's             files,
+//!                                     fetch)    and tip)  floor mirror)   entries)           inventory)
+//!
+//!  `outpost daemon` decides when (timers, spool watch, signals); the CLI runs the same steps.
+//!  Out: status (CLI, --json), the metrics file, the report on a stick, export for relaying.
 //! ```
 //!
 //! A bundle's `.sig` is read first and its signer checked against the policy; only then is
@@ -32,9 +35,9 @@
 //! # Modules
 //!
 //! * [`cli`] — the command line: argument parsing, exit codes, human and `--json` output.
-//! * [`daemon`] — `outpost daemon`: one tokio loop deciding *when* (reconcile timer, spool
-//!   watch, signals, sd_notify, metrics file); every step is a CLI pipeline function on a
-//!   blocking thread, holding the state lock for that step only.
+//! * [`daemon`] — `outpost daemon`: one tokio loop deciding *when* (sync and reconcile timers,
+//!   spool and floor-mirror watches, signals, sd_notify, metrics file); every step is a CLI
+//!   pipeline function on a blocking thread, holding the state lock for that step only.
 //! * [`config`] — `config.toml`: typed, every key defaulted but `trust.allowed_signers`.
 //! * [`host`] — the host root, name and labels: the seam tests point at a temp dir.
 //! * [`trust`] — allowed_signers and revoked keys; verifies SSHSIG signatures of bundle files
@@ -48,7 +51,8 @@
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
 //!   `intake::spool` decides when a dropped bundle has arrived whole; upstream sync
 //!   ([`intake::sync`]): the tracked branch fetched from `source.url` with gix into a
-//!   quarantine, its tip judged by the same function as a bundle's tip.
+//!   quarantine, its tip judged by the same function as a bundle's tip; `intake::usb` takes a
+//!   plugged stick (mount read-only, import, report, unmount).
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
 //! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
