@@ -16,12 +16,10 @@ fn a_malformed_commit_sorted_first_does_not_stop_the_good_bundle() -> Result {
     let stick = fleet.path("stick");
     std::fs::create_dir(&stick)?;
     let b = fleet.bundle("b.bundle", &["main"])?;
-    std::fs::rename(&b, stick.join("b.bundle"))?;
-    std::fs::rename(fleet.path("b.bundle.sig"), stick.join("b.bundle.sig"))?;
+    fleet.move_bundle(&b, &stick)?;
     let bad = fleet.craft_commit("Fleet <fleet@example.com> not-a-date +0000")?;
     let a = fleet.bundle("a.bundle", &["main"])?;
-    std::fs::rename(&a, stick.join("a.bundle"))?;
-    std::fs::rename(fleet.path("a.bundle.sig"), stick.join("a.bundle.sig"))?;
+    fleet.move_bundle(&a, &stick)?;
 
     for _ in 0..2 {
         let run = fleet.outpost_paths("import", &[&stick])?;
@@ -163,11 +161,7 @@ fn symlinked_outpost_folder_is_refused_not_followed() -> Result {
     let elsewhere = fleet.path("elsewhere");
     std::fs::create_dir(&elsewhere)?;
     let bundle = fleet.bundle("site.bundle", &["main"])?;
-    std::fs::rename(&bundle, elsewhere.join("site.bundle"))?;
-    std::fs::rename(
-        fleet.path("site.bundle.sig"),
-        elsewhere.join("site.bundle.sig"),
-    )?;
+    fleet.move_bundle(&bundle, &elsewhere)?;
     let stick = fleet.path("stick");
     std::fs::create_dir(&stick)?;
     std::os::unix::fs::symlink(&elsewhere, stick.join("outpost"))?;
@@ -190,13 +184,8 @@ fn verify_accepts_a_directory_like_import() -> Result {
     let fleet = Fleet::new()?;
     let tip = fleet.commit("outpost.toml", "# v1\n")?;
     let stick = fleet.path("stick");
-    std::fs::create_dir_all(stick.join("outpost"))?;
     let bundle = fleet.bundle("site.bundle", &["main"])?;
-    std::fs::rename(&bundle, stick.join("outpost/site.bundle"))?;
-    std::fs::rename(
-        fleet.path("site.bundle.sig"),
-        stick.join("outpost/site.bundle.sig"),
-    )?;
+    fleet.move_bundle(&bundle, &stick.join("outpost"))?;
     let run = fleet.outpost_paths("verify", &[&stick])?;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(

@@ -125,13 +125,8 @@ fn import_with_report_writes_the_hosts_report_onto_the_stick() -> Result {
     let fleet = Fleet::new()?;
     let tip = fleet.commit("outpost.toml", "# v1\n")?;
     let stick = fleet.path("stick");
-    std::fs::create_dir_all(stick.join("outpost"))?;
     let bundle = fleet.bundle("site.bundle", &["main"])?;
-    std::fs::rename(&bundle, stick.join("outpost/site.bundle"))?;
-    std::fs::rename(
-        fleet.path("site.bundle.sig"),
-        stick.join("outpost/site.bundle.sig"),
-    )?;
+    fleet.move_bundle(&bundle, &stick.join("outpost"))?;
     std::fs::write(stick.join("outpost/junk.bundle"), "junk")?;
     std::fs::write(stick.join("outpost/junk.bundle.sig"), "junk")?;
     let run = fleet.outpost(&["import", stick.to_str().ok_or("path")?, "--report"])?;

@@ -82,13 +82,8 @@ fn fleet_and_stick_content() -> Result<(Fleet, PathBuf, String)> {
     )?;
     let tip = fleet.commit("a", "from the stick\n")?;
     let content = fleet.path("content");
-    std::fs::create_dir_all(content.join("outpost"))?;
     let bundle = fleet.bundle("site.bundle", &["main"])?;
-    std::fs::rename(&bundle, content.join("outpost/site.bundle"))?;
-    std::fs::rename(
-        fleet.path("site.bundle.sig"),
-        content.join("outpost/site.bundle.sig"),
-    )?;
+    fleet.move_bundle(&bundle, &content.join("outpost"))?;
     Ok((fleet, content, tip))
 }
 

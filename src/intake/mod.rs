@@ -211,20 +211,11 @@ impl std::fmt::Display for Report {
                 previous,
                 rewind,
                 summary,
-            } => {
-                let how = match (previous, rewind) {
-                    (None, _) => "first trusted commit".to_owned(),
-                    (Some(p), false) => format!("fast-forward from {}", short(p)),
-                    (Some(p), true) => format!("REWIND from {} (trust.allow_rewind)", short(p)),
-                };
-                write!(
-                    f,
-                    "accepted {path}: {} \"{}\" signed by {}, {how}",
-                    short(commit),
-                    Escaped(summary),
-                    Escaped(signer)
-                )
-            }
+            } => write!(
+                f,
+                "accepted {path}: {}",
+                describe_accepted(commit, signer, previous.as_deref(), *rewind, summary)
+            ),
             Outcome::Replay { message } => write!(f, "no-op {path}: {}", Escaped(message)),
             Outcome::AlreadyImported { sha256 } => {
                 write!(
@@ -236,6 +227,27 @@ impl std::fmt::Display for Report {
             Outcome::Refused { reason } => write!(f, "refused {path}: {}", Escaped(reason)),
         }
     }
+}
+
+/// An accepted tip for humans: `<short id> "<subject>" signed by <signer>, <how it moved>`.
+pub(crate) fn describe_accepted(
+    commit: &str,
+    signer: &str,
+    previous: Option<&str>,
+    rewind: bool,
+    summary: &str,
+) -> String {
+    let how = match (previous, rewind) {
+        (None, _) => "first trusted commit".to_owned(),
+        (Some(p), false) => format!("fast-forward from {}", short(p)),
+        (Some(p), true) => format!("REWIND from {} (trust.allow_rewind)", short(p)),
+    };
+    format!(
+        "{} \"{}\" signed by {}, {how}",
+        short(commit),
+        Escaped(summary),
+        Escaped(signer)
+    )
 }
 
 /// The first 12 digits of an object id (or digest), for humans.

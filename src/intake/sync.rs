@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use super::judge::{self, Fault, TipVerdict, TrustedTip};
 use super::remote::{self, FetchError, Limits, Unfinished};
-use super::{IntakeError, Refusal, repair_ref, short};
+use super::{IntakeError, Refusal, repair_ref};
 use crate::config::Config;
 use crate::lock;
 use crate::repo::{ObjectStore, Quarantine};
@@ -93,20 +93,11 @@ impl fmt::Display for SyncReport {
                 previous,
                 rewind,
                 summary,
-            } => {
-                let how = match (previous, rewind) {
-                    (None, _) => "first trusted commit".to_owned(),
-                    (Some(p), false) => format!("fast-forward from {}", short(p)),
-                    (Some(p), true) => format!("REWIND from {} (trust.allow_rewind)", short(p)),
-                };
-                write!(
-                    f,
-                    "accepted {url}: {} \"{}\" signed by {}, {how} ({took})",
-                    short(commit),
-                    Escaped(summary),
-                    Escaped(signer)
-                )
-            }
+            } => write!(
+                f,
+                "accepted {url}: {} ({took})",
+                super::describe_accepted(commit, signer, previous.as_deref(), *rewind, summary)
+            ),
             SyncOutcome::UpToDate { message, .. } => {
                 write!(f, "up to date {url}: {} ({took})", Escaped(message))
             }

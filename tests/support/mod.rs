@@ -219,6 +219,20 @@ impl Fleet {
         Ok(())
     }
 
+    /// Moves `bundle` and its `.sig` into `dir` (created when missing), as a finished copy
+    /// onto a stick would leave them; returns the bundle's new path.
+    pub fn move_bundle(&self, bundle: &Path, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let name = bundle.file_name().ok_or("a bundle path has a file name")?;
+        let moved = dir.join(name);
+        std::fs::rename(bundle, &moved)?;
+        std::fs::rename(
+            format!("{}.sig", bundle.display()),
+            format!("{}.sig", moved.display()),
+        )?;
+        Ok(moved)
+    }
+
     /// Writes `bytes` as bundle `name` and signs it with the fleet key.
     pub fn signed_file(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
         let path = self.path(name);
