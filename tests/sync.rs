@@ -462,56 +462,45 @@ fn an_upstream_that_never_answers_times_out() -> Result {
     Ok(())
 }
 
-#[test]
-fn a_pack_over_max_fetch_size_is_refused_naming_the_setting() -> Result {
+/// A sync with `limit` (a `[source]` line) set low is refused with `message`, trusts
+/// nothing, and is recorded as refused.
+fn refused_by_a_limit(limit: &str, message: &str) -> Result<Upstream> {
     let up = Upstream::new()?;
     up.fleet.write_config(&format!(
-        "\n[source]\nurl = \"{}\"\nmax_fetch_size = \"64KiB\"\n",
+        "\n[source]\nurl = \"{}\"\n{limit}\n",
         up.daemon.url("fleet.git")
     ))?;
     let run = up.fleet.outpost(&["sync"])?;
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout.contains(
-            "the upstream sent more than source.max_fetch_size (65536 bytes); raise the limit"
-        ),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains(message), "{}", run.stdout);
     assert_eq!(up.fleet.trusted()?, None);
-    let packs = std::fs::read_dir(up.fleet.state().join("objects/objects/pack"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(packs, 0);
     assert_eq!(
         up.fleet.status()?["sync"]["last_error"]["outcome"],
         "refused"
     );
+    Ok(up)
+}
+
+#[test]
+fn a_pack_over_max_fetch_size_is_refused_naming_the_setting() -> Result {
+    let up = refused_by_a_limit(
+        "max_fetch_size = \"64KiB\"",
+        "the upstream sent more than source.max_fetch_size (65536 bytes); raise the limit",
+    )?;
+    let packs = std::fs::read_dir(up.fleet.state().join("objects/objects/pack"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(packs, 0);
     Ok(())
 }
 
 #[test]
 fn an_object_over_max_object_size_is_refused_naming_the_setting() -> Result {
-    let up = Upstream::new()?;
-    up.fleet.write_config(&format!(
-        "\n[source]\nurl = \"{}\"\nmax_object_size = \"64KiB\"\n",
-        up.daemon.url("fleet.git")
-    ))?;
-    let run = up.fleet.outpost(&["sync"])?;
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stdout.contains(
-            "the upstream sent an object larger than source.max_object_size (65536 bytes) once inflated"
-        ),
-        "{}",
-        run.stdout
-    );
-    assert_eq!(up.fleet.trusted()?, None);
-    assert_eq!(
-        up.fleet.status()?["sync"]["last_error"]["outcome"],
-        "refused"
-    );
-    Ok(())
+    refused_by_a_limit(
+        "max_object_size = \"64KiB\"",
+        "the upstream sent an object larger than source.max_object_size (65536 bytes) once inflated",
+    )
+    .map(drop)
 }
 
 #[test]
