@@ -109,6 +109,8 @@ enum Command {
 
 /// Test hook: abort `apply` after this many steps, to prove crash safety.
 const FAULT_ENV: &str = "OUTPOST_FAULT_AFTER_STEPS";
+/// Test hook: abort the automatic rollback after a failed health gate after this many steps.
+const ROLLBACK_FAULT_ENV: &str = "OUTPOST_FAULT_ROLLBACK_AFTER_STEPS";
 
 /// A failed command and the exit code it earns.
 enum Failure {
@@ -366,8 +368,12 @@ fn run_plan(config: &Config, stat: bool) -> Result<ExitCode, Failure> {
 }
 
 fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
-    let fault = std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok());
-    let applied = apply::apply(config, goal, fault).map_err(apply_failure)?;
+    let fault = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let faults = apply::Faults {
+        first: fault(FAULT_ENV),
+        rollback: fault(ROLLBACK_FAULT_ENV),
+    };
+    let applied = apply::apply(config, goal, faults).map_err(apply_failure)?;
     if let Some(resumed) = &applied.resumed {
         say(&format!(
             "{}resumed the interrupted {} of {}: {}\n",

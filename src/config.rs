@@ -149,8 +149,19 @@ pub struct ApplyConfig {
     pub interval: Duration,
     #[serde(default = "default_allowed_paths")]
     pub allowed_paths: Vec<PathBuf>,
+    /// The whole health gate after a deployment: unit settling and every `[[health]]` check.
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
     pub health_timeout: Duration,
+    /// How long every unit declared `active = true` must stay active, without restarts,
+    /// before the gate passes.
+    #[serde(default = "default_health_settle", with = "humantime_serde")]
+    pub health_settle: Duration,
+    /// How long one systemd job (start, stop, restart, enable, daemon-reload) may take.
+    #[serde(default = "default_unit_timeout", with = "humantime_serde")]
+    pub unit_timeout: Duration,
+    /// The `systemctl` that changes units (a name is looked up in `PATH`).
+    #[serde(default = "default_systemctl")]
+    pub systemctl: PathBuf,
     /// Give written paths the manifest's owner and group. `false`: they belong to the user
     /// running outpost (rootless test and demo hosts).
     #[serde(default = "default_true")]
@@ -217,6 +228,15 @@ fn default_true() -> bool {
 fn default_health_timeout() -> Duration {
     Duration::from_secs(60)
 }
+fn default_health_settle() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_unit_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_systemctl() -> PathBuf {
+    PathBuf::from("systemctl")
+}
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -256,6 +276,9 @@ impl Default for ApplyConfig {
             interval: default_apply_interval(),
             allowed_paths: default_allowed_paths(),
             health_timeout: default_health_timeout(),
+            health_settle: default_health_settle(),
+            unit_timeout: default_unit_timeout(),
+            systemctl: default_systemctl(),
             set_owner: true,
             redact: default_redact(),
         }

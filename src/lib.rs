@@ -118,3 +118,4 @@ pub mod status;
 pub mod store;
 pub mod text;
 pub mod trust;
+pub mod units;

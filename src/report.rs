@@ -61,6 +61,10 @@ pub struct BadCommit {
     pub commit: String,
     pub reason: String,
     pub at: String,
+    /// The health check or unit whose failure marked it, when a health gate did.
+    pub check: Option<String>,
+    /// The end of that check's output.
+    pub output: Option<String>,
 }
 
 /// Gathers the report of this host (reads only).
@@ -71,10 +75,12 @@ pub fn gather(config: &Config) -> Result<Report, StoreError> {
         Some(store) => store
             .bad_commits(LAST)?
             .into_iter()
-            .map(|(commit, reason, at)| BadCommit {
-                commit,
-                reason,
-                at: rfc3339_u(at),
+            .map(|b| BadCommit {
+                commit: b.commit,
+                reason: b.mark.reason,
+                at: rfc3339_u(b.at),
+                check: b.mark.check,
+                output: b.mark.output,
             })
             .collect(),
         None => Vec::new(),

@@ -3,7 +3,9 @@
 //! The serde shape is a contract for scripts: `trusted` (`commit`, `signer`, `time`) or null,
 //! `deployed` or null, `bundles` (`sha256`, `size`, `source`, `received`, `verdict`) and
 //! `rejected` (`source`, `reason`, `at`), `sync` (`url`, `last_success`, `last_error`, each
-//! with `at`, `outcome`, `tip`, `bytes`, `duration_ms`, `error`). Times are RFC 3339 in UTC.
+//! with `at`, `outcome`, `tip`, `bytes`, `duration_ms`, `error`), `bad` (commits marked bad:
+//! `commit`, `check`, `output`, `reason`, `at`) and `units` (each declared unit: `name`,
+//! `active`, `enabled`, `drifted`, `state`). Times are RFC 3339 in UTC.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -35,6 +37,12 @@ pub struct Status {
     pub last_deployment: Option<LastDeployment>,
     /// Commits marked bad (rolled back from).
     pub bad_commits: u64,
+    /// The newest commits marked bad, with the check that failed and its output.
+    pub bad: Vec<Bad>,
+    /// The units the deployed manifest declares, as systemd has them now.
+    pub units: Vec<UnitStatus>,
+    /// Why the units' state could not be read, if it could not.
+    pub units_error: Option<String>,
     /// Refusals of bundles in all, repeats counted.
     pub rejected_total: u64,
     /// Bundles in the spool directory not taken yet, and what each waits for.
@@ -128,8 +136,39 @@ pub struct Drift {
     pub create: usize,
     pub change: usize,
     pub remove: usize,
+    /// Unit steps (enable, start, restart, ...) apply would take.
+    pub units: usize,
     pub error: Option<String>,
 }
+
+/// A commit marked bad: `apply` does not deploy it until a newer commit is trusted.
+#[derive(Debug, Serialize)]
+pub struct Bad {
+    pub commit: String,
+    /// The health check or unit that failed; null when a manual rollback marked it.
+    pub check: Option<String>,
+    /// The end of that check's output (at most 4 KiB).
+    pub output: Option<String>,
+    pub reason: String,
+    pub at: String,
+}
+
+/// A declared unit as systemd has it now.
+#[derive(Debug, Serialize)]
+pub struct UnitStatus {
+    pub name: String,
+    pub active: bool,
+    pub enabled: bool,
+    /// Not as the manifest declares it: the next apply repairs it.
+    pub drifted: bool,
+    /// `active (running)`, `failed (exit-code)`, `not found`, ...
+    pub state: String,
+    /// systemd's `UnitFileState`.
+    pub file_state: String,
+}
+
+/// How many bad commits `status` lists.
+pub const BAD_SHOWN: usize = 20;
 
 #[derive(Debug, Serialize)]
 pub struct Bundle {
@@ -215,6 +254,24 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         None => (0, 0),
     };
     let drift = deployed.as_ref().map(|_| drift(config));
+    let bad = match &store {
+        Some(s) => s
+            .bad_commits(BAD_SHOWN)?
+            .into_iter()
+            .map(|b| Bad {
+                commit: b.commit,
+                check: b.mark.check,
+                output: b.mark.output,
+                reason: b.mark.reason,
+                at: rfc3339(b.at),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let (units, units_error) = match &store {
+        Some(s) => units(config, s)?,
+        None => (Vec::new(), None),
+    };
     let sync = SyncStatus {
         url: config.source.url.clone(),
         last_success: match &store {
@@ -258,6 +315,9 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
             .collect(),
         last_deployment,
         bad_commits,
+        bad,
+        units,
+        units_error,
         rejected_total,
         spool: crate::intake::spool::pending(&config.spool_dir()),
         sync,
@@ -285,6 +345,49 @@ fn deployments(store: &Store) -> Result<(Option<Deployed>, Option<Failure>), Sto
     Ok((deployed, failure))
 }
 
+/// The declared units of the deployment the inventory describes, as systemd has them: one
+/// query.
+fn units(config: &Config, store: &Store) -> Result<(Vec<UnitStatus>, Option<String>), StoreError> {
+    let Some(json) = store.inventory_meta()?.and_then(|m| m.services) else {
+        return Ok((Vec::new(), None));
+    };
+    let Ok(kept) = serde_json::from_str::<crate::apply::services::Kept>(&json) else {
+        return Ok((Vec::new(), None));
+    };
+    let declared = kept.units();
+    if declared.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let names: Vec<String> = declared.iter().map(|u| u.name.clone()).collect();
+    let mut backend = crate::apply::services::Backend::new(config);
+    let states = match backend.states(&names) {
+        Ok(states) => states,
+        Err(e) => return Ok((Vec::new(), Some(e.to_string()))),
+    };
+    let out = declared
+        .iter()
+        .map(|unit| {
+            let state = states.get(&unit.name).cloned().unwrap_or_default();
+            let lookup = |_: &str| state.clone();
+            let steps = crate::plan::units::after_files(
+                std::slice::from_ref(unit),
+                &lookup,
+                &std::collections::BTreeMap::new(),
+                &std::collections::BTreeSet::new(),
+            );
+            UnitStatus {
+                name: unit.name.clone(),
+                active: state.is_active(),
+                enabled: state.is_enabled(),
+                drifted: !steps.is_empty(),
+                state: state.describe(),
+                file_state: state.file_state.clone(),
+            }
+        })
+        .collect();
+    Ok((out, None))
+}
+
 /// Plans read-only against the host to tell whether it drifted.
 fn drift(config: &Config) -> Drift {
     match crate::apply::plan(config) {
@@ -295,6 +398,7 @@ fn drift(config: &Config) -> Drift {
                 create: stat.create,
                 change: stat.change,
                 remove: stat.remove,
+                units: planned.plan.units.len(),
                 error: None,
             }
         }
@@ -303,6 +407,7 @@ fn drift(config: &Config) -> Drift {
             create: 0,
             change: 0,
             remove: 0,
+            units: 0,
             error: Some(e.to_string()),
         },
     }
@@ -376,6 +481,12 @@ impl fmt::Display for HistoryEntry {
             match e.kind.as_str() {
                 // The deployment chain reads best as a sentence.
                 "rolled-back" | "resumed" => writeln!(f, "      {}", Escaped(&e.message))?,
+                // The first line names the check and why; the output follows in the event.
+                "health-failed" => writeln!(
+                    f,
+                    "      {}",
+                    Escaped(e.message.lines().next().unwrap_or_default())
+                )?,
                 _ => writeln!(f, "      {}: {}", Escaped(&e.kind), Escaped(&e.path))?,
             }
         }
@@ -385,6 +496,25 @@ impl fmt::Display for HistoryEntry {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A commit that failed its health gate is what an operator must see first.
+        for b in &self.bad {
+            writeln!(
+                f,
+                "BAD       {} marked {}: {}",
+                b.commit,
+                b.at,
+                Escaped(&b.reason)
+            )?;
+            if let Some(output) = b.output.as_deref().map(str::trim).filter(|o| !o.is_empty()) {
+                for line in output.lines() {
+                    writeln!(f, "          | {}", Escaped(line))?;
+                }
+            }
+            writeln!(
+                f,
+                "          not deployed again until a newer commit is trusted"
+            )?;
+        }
         writeln!(
             f,
             "host      {} (state {})",
@@ -433,11 +563,32 @@ impl fmt::Display for Status {
             }
             Some(d) if d.drifted => writeln!(
                 f,
-                "drift     {} to create, {} to change, {} to remove; `outpost plan` shows them",
-                d.create, d.change, d.remove
+                "drift     {} to create, {} to change, {} to remove, {}; `outpost plan` shows them",
+                d.create,
+                d.change,
+                d.remove,
+                count(d.units as u64, "unit step")
             )?,
             Some(_) => writeln!(f, "drift     none")?,
             None => {}
+        }
+        if let Some(e) = &self.units_error {
+            writeln!(f, "units     unknown: {}", Escaped(e))?;
+        }
+        for (i, u) in self.units.iter().enumerate() {
+            let label = if i == 0 { "units" } else { "" };
+            let drifted = if u.drifted { "  DRIFTED" } else { "" };
+            writeln!(
+                f,
+                "{label:<9} {}  {}, {}{drifted}",
+                Escaped(&u.name),
+                Escaped(&u.state),
+                Escaped(if u.file_state.is_empty() {
+                    "-"
+                } else {
+                    &u.file_state
+                })
+            )?;
         }
         self.sync.fmt(f)?;
         let total: u64 = self.bundles.iter().map(|b| b.size).sum();

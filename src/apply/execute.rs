@@ -5,12 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use gix::ObjectId;
 
 use super::fs::{Extras, HostFs, Kind, Stat};
+use super::gate::{self, GateFailure};
 use super::observe::{self, Seen};
+use super::services::{self, Backend, StepFailed};
 use super::{Applied, ApplyError, Cycle, now_ns};
+use crate::config::Config;
 use crate::manifest::HostPath;
+use crate::plan::units::UnitStep;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
 use crate::repo::ObjectStore;
-use crate::store::{Begin, DeployEvent, Finish, InventoryRow, JournalStep, Keep, Original, Store};
+use crate::store::{
+    BadMark, Begin, DeployEvent, Describes, Finish, InventoryRow, JournalStep, Keep, Original,
+    Store,
+};
 
 /// Removes the temp files an interrupted deployment may have left beside the paths it
 /// journalled; returns how many.
@@ -59,8 +66,10 @@ pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Ve
 /// refused before anything changes.
 pub const MAX_ORIGINAL: u64 = observe::MAX_HASHED;
 
-/// Journals and executes the cycle's plan, then records the new inventory.
+/// Journals and executes the cycle's plan (unit steps around the file steps, then the health
+/// gate), then records the new inventory.
 pub fn run(
+    config: &Config,
     store: &Store,
     objects: &ObjectStore,
     fs: &mut HostFs,
@@ -76,6 +85,7 @@ pub fn run(
         originals,
         previous,
         partial,
+        services,
     } = cycle;
     let commit = planned.commit.to_string();
     let same = planned.deployed.as_deref() == Some(commit.as_str());
@@ -86,13 +96,19 @@ pub fn run(
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
         let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
-        store.refresh_inventory(&rows, !partial, (&commit, fingerprint))?;
+        let kept = services.kept();
+        let describes = Describes {
+            commit: &commit,
+            fingerprint,
+            services: kept.as_deref(),
+        };
+        store.refresh_inventory(&rows, !partial, describes)?;
         return Ok(Applied::nothing(commit, planned.note));
     }
     preflight(fs, store, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
-    let kept: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
-    let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept)?;
+    let kept_originals: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
+    let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept_originals)?;
     let journal: Vec<JournalStep> = plan
         .steps
         .iter()
@@ -137,17 +153,33 @@ pub fn run(
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
     let mut progress = Progress::default();
-    let result = steps(fs, objects, store, &plan, intent.fault_after, &mut progress);
+    let mut backend = Backend::new(config);
+    let unit_failed = |f: StepFailed| gate_error(&commit, f);
+    let result = services::before_files(&mut backend, &plan, &mut progress.units)
+        .map_err(unit_failed)
+        .and_then(|()| steps(fs, objects, store, &plan, intent.fault_after, &mut progress));
     // The steps done are made durable even when a later one failed.
     let result = result.and(sync_dirs(fs, &progress));
+    let result = result.and_then(|()| {
+        services::after_files(&mut backend, &services, &plan, &mut progress.units)
+            .map_err(unit_failed)?;
+        gate::run(&mut backend, &services, config, &commit).map_err(|failure| ApplyError::Gate {
+            commit: commit.clone(),
+            failure: Box::new(failure),
+        })
+    });
+    let kept = services.kept();
     let ended = Ended {
         commit: &commit,
         fingerprint,
         desired: &desired,
         seen: &seen,
         previous: &previous,
-        kept: &kept,
+        kept: &kept_originals,
         partial,
+        services: kept.as_deref(),
+        kind,
+        repair: same,
     };
     let repairs = finish(store, id, &ended, &plan, &progress, result)?;
     Ok(Applied {
@@ -172,6 +204,8 @@ struct Progress {
     removed: BTreeSet<HostPath>,
     /// Notes of the originals restored, for their events.
     notes: BTreeMap<HostPath, String>,
+    /// Unit steps done.
+    units: Vec<UnitStep>,
 }
 
 impl Progress {
@@ -240,6 +274,30 @@ struct Ended<'a> {
     previous: &'a [InventoryRow],
     kept: &'a BTreeSet<&'a str>,
     partial: bool,
+    /// What the manifest asks of systemd, for the inventory meta.
+    services: Option<&'a str>,
+    /// `apply`, `repair`, `rollback`: an `apply` whose gate fails marks its commit bad.
+    kind: &'a str,
+    /// It deploys the commit already deployed: unit steps are drift repairs.
+    repair: bool,
+}
+
+/// A unit step that failed fails the gate: the deployment is rolled back like one whose
+/// health check failed.
+fn gate_error(commit: &str, f: StepFailed) -> ApplyError {
+    let check = if f.unit.is_empty() {
+        "units".to_owned()
+    } else {
+        format!("unit {}", f.unit)
+    };
+    ApplyError::Gate {
+        commit: commit.to_owned(),
+        failure: Box::new(GateFailure {
+            check,
+            reason: f.error.to_string(),
+            output: f.journal,
+        }),
+    }
 }
 
 /// The one place a journalled deployment ends. After `Ok`, it is recorded a success with the
@@ -257,7 +315,15 @@ fn finish(
 ) -> Result<usize, ApplyError> {
     let restored = restored(plan, progress, ended, result.is_err());
     let drifted = drifted(ended.previous, ended.seen);
-    let events = events(plan, ended.commit, &drifted, progress);
+    let mut events = events(plan, ended.commit, &drifted, progress);
+    for step in &progress.units {
+        let (kind, text) = services::event(step, ended.repair);
+        events.push(DeployEvent {
+            kind,
+            path: step.unit.clone(),
+            message: format!("{text} (commit {})", ended.commit),
+        });
+    }
     let error = match result {
         Ok(()) => {
             let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
@@ -275,8 +341,13 @@ fn finish(
                 restored: &restored,
                 events: &events,
                 repairs: repairs as u64,
-                describes: Some((ended.commit, ended.fingerprint)),
+                describes: Some(Describes {
+                    commit: ended.commit,
+                    fingerprint: ended.fingerprint,
+                    services: ended.services,
+                }),
                 whole: !ended.partial,
+                bad: None,
             };
             match store.finish_deployment(id, &finish) {
                 Ok(()) => return Ok(repairs),
@@ -286,6 +357,34 @@ fn finish(
         Err(e) => e,
     };
     let message = error_chain(&error);
+    let mark = match &error {
+        ApplyError::Gate { failure, .. } => {
+            events.push(DeployEvent {
+                kind: "health-failed",
+                path: failure.check.clone(),
+                message: format!(
+                    "health gate failed for commit {}: {}: {}{}",
+                    ended.commit,
+                    failure.check,
+                    failure.reason,
+                    if failure.output.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n{}", failure.output)
+                    }
+                ),
+            });
+            (ended.kind == "apply").then(|| BadMark {
+                reason: format!(
+                    "its health gate failed: {}: {}",
+                    failure.check, failure.reason
+                ),
+                check: Some(failure.check.clone()),
+                output: Some(failure.output.clone()),
+            })
+        }
+        _ => None,
+    };
     let (inventory, whole) = match partial_inventory(store, ended.desired, progress, plan) {
         Ok(rows) => (rows, true),
         Err(e) => {
@@ -302,6 +401,7 @@ fn finish(
         repairs: 0,
         describes: None,
         whole,
+        bad: mark.as_ref().map(|m| (ended.commit, m)),
     };
     if let Err(e) = store.finish_deployment(id, &finish) {
         tracing::warn!(

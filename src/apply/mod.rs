@@ -37,7 +37,9 @@ mod desired;
 mod execute;
 mod fast;
 pub mod fs;
+pub mod gate;
 mod observe;
+pub mod services;
 
 use gix::ObjectId;
 
@@ -48,8 +50,11 @@ use crate::manifest::{self, HostPath, ManifestError};
 use crate::plan::{self, Managed, Plan, PlanError, Texts};
 use crate::repo::{ObjectStore, RepoError, TrustedCommit};
 use crate::store::{Store, StoreError};
+use crate::units::UnitError;
 pub use desired::OwnerOverride;
 use fs::{FsError, HostFs};
+pub use gate::GateFailure;
+use services::{Backend, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -108,6 +113,45 @@ pub enum ApplyError {
     },
     #[error("cannot determine the user running outpost for apply.set_owner = false")]
     CurrentUser(#[source] nix::Error),
+    #[error(transparent)]
+    Units(#[from] UnitError),
+    #[error("commit {commit} failed its health gate: {failure}")]
+    Gate {
+        commit: String,
+        failure: Box<GateFailure>,
+    },
+    #[error("commit {commit} failed its health gate: {failure}; {}", rolled_back(commit, to.as_deref(), rollback.as_deref()))]
+    RolledBack {
+        commit: String,
+        failure: Box<GateFailure>,
+        /// The good deployment's commit it went back to; `None` when there was none.
+        to: Option<String>,
+        /// Why going back failed, if it did.
+        rollback: Option<String>,
+    },
+}
+
+fn rolled_back(commit: &str, to: Option<&str>, rollback: Option<&str>) -> String {
+    match (to, rollback) {
+        (Some(to), None) => format!(
+            "rolled back to {to}; {commit} is marked bad and is not deployed again until a newer commit is trusted"
+        ),
+        (Some(to), Some(error)) => format!(
+            "the rollback to {to} failed too ({error}); {commit} is marked bad, look at the host and run `outpost apply` once fixed"
+        ),
+        (None, _) => format!(
+            "there is no earlier good deployment to roll back to, so the host is left as applied; {commit} is marked bad, import a newer commit"
+        ),
+    }
+}
+
+/// Test hooks: abort a deployment after this many file steps, to prove crash safety.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// The first deployment of the cycle.
+    pub first: Option<usize>,
+    /// The automatic rollback after a failed health gate.
+    pub rollback: Option<usize>,
 }
 
 /// Which commit a cycle goes to.
@@ -203,7 +247,12 @@ enum Fast {
 /// needs looking at.
 fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, ApplyError> {
     let clock = std::time::Instant::now();
-    let Some((commit, fingerprint)) = store.inventory_meta()? else {
+    let Some(crate::store::Meta {
+        commit,
+        fingerprint,
+        services,
+    }) = store.inventory_meta()?
+    else {
         return Ok(Fast::Unknown);
     };
     let deployed = store.deployed()?.map(|d| d.commit);
@@ -225,6 +274,20 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
     let rows = store.inventory()?;
     let suspects = fast::suspects(fs, &rows);
     tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), suspects = suspects.len(), "fast path");
+    if let Some(json) = services {
+        // Restarts and health checks are only in the manifest: a repair is planned in full.
+        let Ok(kept) = serde_json::from_str::<services::Kept>(&json) else {
+            return Ok(Fast::Unknown);
+        };
+        if !suspects.is_empty() {
+            return Ok(Fast::Unknown);
+        }
+        let units = kept.units();
+        if !units.is_empty() && services::units_drifted(&mut Backend::new(config), &units)? {
+            tracing::debug!(elapsed = ?clock.elapsed(), "a unit drifted");
+            return Ok(Fast::Unknown);
+        }
+    }
     let planned = Planned {
         commit: target.id(),
         deployed,
@@ -244,12 +307,10 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
 
 /// Converges the host to the goal's commit. An interrupted deployment is resumed first, to
 /// its own target and as its own kind; a `rollback` that finds an interrupted rollback ends
-/// with it. `fault_after` (a test hook) aborts the first deployment after that many steps.
-pub fn apply(
-    config: &Config,
-    goal: Goal,
-    mut fault_after: Option<usize>,
-) -> Result<Applied, ApplyError> {
+/// with it. A deployment of a new commit whose health gate fails is rolled back at once to the
+/// newest good deployment (see [`ApplyError::RolledBack`]). `faults` are test hooks.
+pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, ApplyError> {
+    let mut fault_after = faults.first;
     let state = &config.state.dir;
     // Creates the state dir, private, when it is missing.
     let _lock = lock::acquire(state, lock::WAIT)?;
@@ -259,7 +320,8 @@ pub fn apply(
     let mut fs = HostFs::open(&config.host.root)?;
     let resumed = match store.interrupted_deployment()? {
         Some(interrupted) => {
-            let resumed = resume(config, &store, &mut fs, interrupted, fault_after.take())?;
+            let resumed = resume(config, &store, &mut fs, interrupted, fault_after.take());
+            let resumed = after_gate(config, &store, &mut fs, resumed, faults.rollback)?;
             // A fresh pass: the resumed deployment changed directories under the cache.
             fs = HostFs::open(&config.host.root)?;
             resumed
@@ -275,9 +337,63 @@ pub fn apply(
             ..Applied::nothing(resumed.commit.clone(), None)
         });
     }
-    let mut applied = converge(config, &store, &mut fs, goal, fault_after)?;
+    let applied = converge(config, &store, &mut fs, goal, fault_after);
+    let mut applied = after_gate(config, &store, &mut fs, applied.map(Some), faults.rollback)?
+        .ok_or(ApplyError::NothingTrusted)?;
     applied.resumed = resumed.map(Box::new);
     Ok(applied)
+}
+
+/// After a deployment of a new commit failed its health gate (and was recorded failed, its
+/// commit marked bad): the host goes back to the newest good deployment, through the same
+/// code as `outpost rollback`, gate included. Anything else passes through.
+fn after_gate(
+    config: &Config,
+    store: &Store,
+    fs: &mut HostFs,
+    result: Result<Option<Applied>, ApplyError>,
+    fault_after: Option<usize>,
+) -> Result<Option<Applied>, ApplyError> {
+    let (commit, failure) = match result {
+        Err(ApplyError::Gate { commit, failure }) if store.bad_reason(&commit)?.is_some() => {
+            (commit, failure)
+        }
+        other => return other,
+    };
+    tracing::warn!(commit = %commit, failure = %failure, "health gate failed; rolling back");
+    let Some(good) = store.newest_good()? else {
+        return Err(ApplyError::RolledBack {
+            commit,
+            failure,
+            to: None,
+            rollback: None,
+        });
+    };
+    let to = good.commit;
+    *fs = HostFs::open(&config.host.root)?;
+    let rollback = (|| {
+        let objects =
+            ObjectStore::open_existing(&config.state.dir)?.ok_or(ApplyError::NothingTrusted)?;
+        let target = Target {
+            commit: vouch(&to).ok_or(ApplyError::NoPrevious)?,
+            note: None,
+        };
+        let cycle = Cycle::prepare(config, store, &objects, fs, target)?;
+        let fingerprint = fast::fingerprint(config, &to);
+        let intent = execute::Intent {
+            kind: "rollback",
+            resumes: None,
+            leaves: Some(&commit),
+            fault_after,
+        };
+        execute::run(config, store, &objects, fs, cycle, &intent, &fingerprint)
+    })();
+    Err(ApplyError::RolledBack {
+        commit,
+        failure,
+        to: Some(to),
+        rollback: rollback.err().map(|e| execute::error_chain(&e)),
+    })
 }
 
 /// Finishes what an interrupted deployment set out to do: its temp files go, and its target
@@ -333,7 +449,7 @@ fn resume(
         leaves: None,
         fault_after,
     };
-    execute::run(store, &objects, fs, cycle, &intent, &fingerprint).map(Some)
+    execute::run(config, store, &objects, fs, cycle, &intent, &fingerprint).map(Some)
 }
 
 /// One cycle to the goal's commit, once no deployment is left interrupted.
@@ -381,7 +497,7 @@ fn converge(
         leaves: leaves.as_deref(),
         fault_after,
     };
-    execute::run(store, &objects, fs, cycle, &intent, &fingerprint)
+    execute::run(config, store, &objects, fs, cycle, &intent, &fingerprint)
 }
 
 /// One prepared cycle: the target, the desired paths, what the host has, the plan.
@@ -396,6 +512,9 @@ struct Cycle {
     /// Only the paths of `desired` were looked at (a repair of suspects): the rest of the
     /// inventory stands.
     partial: bool,
+    /// What the manifest asks of systemd (nothing for a repair of suspects: that path is only
+    /// taken when the manifest asks nothing).
+    services: Services,
 }
 
 impl Cycle {
@@ -462,6 +581,8 @@ impl Cycle {
         let mut plan = plan;
         execute::check_originals(&plan, &seen, &managed, &originals)?;
         fill_sizes(&mut plan, objects);
+        let services = Services::of(&manifest);
+        services::plan_units(&mut Backend::new(config), &services, &mut plan)?;
         tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {
             planned: Planned {
@@ -476,6 +597,7 @@ impl Cycle {
             originals,
             previous: inventory,
             partial: false,
+            services,
         })
     }
 
@@ -537,6 +659,7 @@ impl Cycle {
             originals: Vec::new(),
             previous,
             partial: true,
+            services: Services::default(),
         })
     }
 

@@ -238,7 +238,8 @@ impl Daemon {
         let config = self.config.clone();
         let result = tokio::task::spawn_blocking(move || {
             intake::check_mirror(&config)?;
-            apply::apply(&config, Goal::Newest, None).map_err(anyhow::Error::from)
+            apply::apply(&config, Goal::Newest, apply::Faults::default())
+                .map_err(anyhow::Error::from)
         })
         .await;
         match result {

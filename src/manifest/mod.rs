@@ -148,6 +148,17 @@ pub enum Problem {
     Empty,
     #[error("{0:?} is not a duration such as \"10s\": {1}")]
     BadTimeout(String, String),
+    #[error("{} {problem}", crate::text::escape(&format!("{name:?}")))]
+    UnitName {
+        name: String,
+        problem: crate::units::name::NameProblem,
+    },
+    #[error(
+        "{0} cannot be {1} by outpost: {2}; remove it from the manifest or leave that aspect unset"
+    )]
+    ProtectedUnit(String, &'static str, &'static str),
+    #[error("must be at least 1 ms")]
+    ZeroDuration,
 }
 
 /// Where an entry was written: the manifest file and the entry's kind and 1-based index
@@ -276,14 +287,23 @@ pub struct Unit {
     pub origin: Origin,
 }
 
-/// `[[health]]`: a command that must succeed after an apply; `timeout` defaults to
-/// `apply.health_timeout` when `None`.
+/// `[[health]]`: a command (argv, no shell) that must exit 0 after a deployment. It is run up
+/// to `1 + retries` times, `interval` apart, each run killed after `timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub name: String,
     pub command: Vec<String>,
-    pub timeout: Option<Duration>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub interval: Duration,
     pub origin: Origin,
+}
+
+impl HealthCheck {
+    /// Defaults of `timeout`, `retries` and `interval`.
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+    pub const RETRIES: u32 = 2;
+    pub const INTERVAL: Duration = Duration::from_secs(1);
 }
 
 /// Reads, resolves and validates the manifest of `commit` for `host`.

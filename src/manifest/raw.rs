@@ -153,6 +153,8 @@ pub struct RawHealth {
     pub name: String,
     pub command: Vec<String>,
     pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub interval: Option<String>,
     pub when: Option<When>,
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::fields::{group, mode, owner};
 use super::path::{HostPath, check_repo_path};
@@ -278,23 +279,30 @@ fn convert_units(
         if r.command.first().is_none_or(String::is_empty) {
             return Err(invalid(&o, "command", Problem::Empty));
         }
-        let timeout = r
-            .timeout
-            .as_deref()
-            .map(|t| {
-                humantime::parse_duration(t).map_err(|e| {
-                    invalid(
-                        &o,
-                        "timeout",
-                        Problem::BadTimeout(t.to_owned(), e.to_string()),
-                    )
-                })
-            })
-            .transpose()?;
+        let duration = |field: &'static str, text: Option<&str>, default: Duration| {
+            let Some(t) = text else {
+                return Ok(default);
+            };
+            match humantime::parse_duration(t) {
+                Ok(d) if d < Duration::from_millis(1) => {
+                    Err(invalid(&o, field, Problem::ZeroDuration))
+                }
+                Ok(d) => Ok(d),
+                Err(e) => Err(invalid(
+                    &o,
+                    field,
+                    Problem::BadTimeout(t.to_owned(), e.to_string()),
+                )),
+            }
+        };
+        let timeout = duration("timeout", r.timeout.as_deref(), HealthCheck::TIMEOUT)?;
+        let interval = duration("interval", r.interval.as_deref(), HealthCheck::INTERVAL)?;
         out.health.push(HealthCheck {
             name: r.name.clone(),
             command: r.command.clone(),
             timeout,
+            retries: r.retries.unwrap_or(HealthCheck::RETRIES),
+            interval,
             origin: o,
         });
     }

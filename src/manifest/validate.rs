@@ -99,9 +99,56 @@ fn directories<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<PathBuf> {
     dirs.into_iter().collect()
 }
 
+/// Unit names are valid and unique, and no entry asks to stop, disable or restart a unit
+/// outpost must leave running.
 fn check_units(manifest: &Manifest) -> Result<(), ManifestError> {
+    use crate::units::name;
+    for entry in &manifest.entries {
+        for unit in &entry.restart {
+            name::check(unit).map_err(|p| {
+                ManifestError::invalid(
+                    &entry.origin,
+                    "restart",
+                    Problem::UnitName {
+                        name: unit.clone(),
+                        problem: p,
+                    },
+                )
+            })?;
+            if let Some(why) = name::protected(unit) {
+                return Err(ManifestError::invalid(
+                    &entry.origin,
+                    "restart",
+                    Problem::ProtectedUnit(unit.clone(), "restarted", why),
+                ));
+            }
+        }
+    }
     let mut seen = BTreeMap::new();
     for unit in &manifest.units {
+        name::check(&unit.name).map_err(|p| {
+            ManifestError::invalid(
+                &unit.origin,
+                "name",
+                Problem::UnitName {
+                    name: unit.name.clone(),
+                    problem: p,
+                },
+            )
+        })?;
+        if let Some(why) = name::protected(&unit.name) {
+            let refused = [
+                ("enabled", unit.enabled == Some(false), "disabled"),
+                ("active", unit.active == Some(false), "stopped"),
+            ];
+            if let Some((field, _, verb)) = refused.into_iter().find(|(_, r, _)| *r) {
+                return Err(ManifestError::invalid(
+                    &unit.origin,
+                    field,
+                    Problem::ProtectedUnit(unit.name.clone(), verb, why),
+                ));
+            }
+        }
         if let Some(first) = seen.insert(unit.name.as_str(), &unit.origin) {
             return Err(ManifestError::invalid(
                 &unit.origin,

@@ -20,7 +20,7 @@ struct Builder<'a> {
     prune: Vec<Step>,
     /// Originals put back, after every removal.
     restore: Vec<Step>,
-    restart: BTreeSet<String>,
+    restart: BTreeMap<String, HostPath>,
     parent_owner: (Owner, Group),
 }
 
@@ -39,7 +39,7 @@ pub fn make(
         remove: Vec::new(),
         prune: Vec::new(),
         restore: Vec::new(),
-        restart: BTreeSet::new(),
+        restart: BTreeMap::new(),
     };
     for d in desired {
         let before = b.len();
@@ -50,7 +50,11 @@ pub fn make(
         }
         b.entry(d)?;
         if b.len() > before {
-            b.restart.extend(d.restart.iter().cloned());
+            for unit in &d.restart {
+                b.restart
+                    .entry(unit.clone())
+                    .or_insert_with(|| d.path.clone());
+            }
         }
     }
     b.extras();
@@ -293,7 +297,11 @@ impl Builder<'_> {
                 DesiredKind::Absent => Reason::Absent,
                 _ => continue,
             };
-            self.restart.extend(owner.restart.iter().cloned());
+            for unit in &owner.restart {
+                self.restart
+                    .entry(unit.clone())
+                    .or_insert_with(|| path.clone());
+            }
             let action = Action::Remove {
                 found: found.name(),
             };
@@ -358,6 +366,7 @@ impl Builder<'_> {
         Plan {
             steps,
             restart: self.restart,
+            units: Vec::new(),
         }
     }
 }

@@ -125,9 +125,9 @@ impl fmt::Display for WithDiffs<'_> {
                 write_change(f, step, old, (*blob, *size), self.texts.get(&step.path))?;
             }
         }
-        if !self.plan.restart.is_empty() {
-            let units: Vec<&str> = self.plan.restart.iter().map(String::as_str).collect();
-            writeln!(f, "restart {}", units.join(", "))?;
+        // Steps before the files are done first, but shown with the rest: they are systemd's.
+        for step in &self.plan.units {
+            writeln!(f, "{step}")?;
         }
         Ok(())
     }

@@ -31,11 +31,12 @@
 
 mod decide;
 mod display;
+pub mod units;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::manifest::{Group, HostPath, Owner};
@@ -232,17 +233,20 @@ pub enum Reason {
     Pruned,
 }
 
-/// The ordered steps that make the host match, and the units to restart after them.
+/// The ordered steps that make the host match, and what systemd must do around them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub steps: Vec<Step>,
-    pub restart: BTreeSet<String>,
+    /// Units to restart because an entry naming them changed: unit → the first such path.
+    pub restart: BTreeMap<String, HostPath>,
+    /// Unit steps ([`units::decide`]), added by the caller once it read the units' state.
+    pub units: Vec<units::UnitStep>,
 }
 
 impl Plan {
-    /// No drift: the host already matches.
+    /// No drift: the host already matches, files and units.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.is_empty() && self.units.is_empty()
     }
 }
 

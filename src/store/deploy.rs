@@ -85,6 +85,14 @@ pub(super) const ORIGINAL_CHUNKS: &str = "CREATE TABLE original_chunks (
         PRIMARY KEY (path, seq)
     ) WITHOUT ROWID;";
 
+/// Migration 7: what a deployment's manifest asks of systemd (`services`, JSON: the declared
+/// units, and whether anything restarts units or is health-checked), so the no-op fast path
+/// checks the units in one query without reading the manifest; and why a commit is bad: the
+/// check that failed and the end of its output.
+pub(super) const SERVICES: &str = "ALTER TABLE inventory_meta ADD COLUMN services TEXT;
+    ALTER TABLE bad_commits ADD COLUMN check_name TEXT;
+    ALTER TABLE bad_commits ADD COLUMN output TEXT;";
+
 /// Originals are stored in pieces of this size, so a file of any size kept is copied, and
 /// given back, with bounded memory.
 const CHUNK: usize = 4 << 20;
@@ -245,11 +253,48 @@ pub struct Finish<'a> {
     pub restored: &'a [String],
     pub events: &'a [DeployEvent],
     pub repairs: u64,
-    /// What the inventory describes (commit, fingerprint), when it describes the host fully:
-    /// the no-op fast path trusts it.
-    pub describes: Option<(&'a str, &'a str)>,
+    /// What the inventory describes, when it describes the host fully: the no-op fast path
+    /// trusts it.
+    pub describes: Option<Describes<'a>>,
     /// `inventory` is the whole inventory (else: only the rows it holds change).
     pub whole: bool,
+    /// The commit this deployment marks bad (its health gate failed), with why.
+    pub bad: Option<(&'a str, &'a BadMark)>,
+}
+
+/// What a complete inventory describes.
+#[derive(Debug, Clone, Copy)]
+pub struct Describes<'a> {
+    pub commit: &'a str,
+    pub fingerprint: &'a str,
+    /// What the manifest asks of systemd (JSON), `None` when nothing.
+    pub services: Option<&'a str>,
+}
+
+/// What the inventory meta row holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub commit: String,
+    pub fingerprint: String,
+    pub services: Option<String>,
+}
+
+/// Why a commit is marked bad.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BadMark {
+    pub reason: String,
+    /// The health check or unit that failed, when a health gate marked it.
+    pub check: Option<String>,
+    /// The end of that check's output.
+    pub output: Option<String>,
+}
+
+/// A commit marked bad, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadCommit {
+    pub commit: String,
+    pub at: u64,
+    pub mark: BadMark,
 }
 
 fn u32_of(v: Option<i64>) -> Option<u32> {
@@ -292,13 +337,13 @@ fn write_inventory(
 
 fn set_meta(
     conn: &rusqlite::Connection,
-    describes: Option<(&str, &str)>,
+    describes: Option<Describes<'_>>,
 ) -> Result<(), StoreError> {
     match describes {
-        Some((commit, fingerprint)) => conn.execute(
-            "INSERT INTO inventory_meta (id, commit_oid, fingerprint) VALUES (1, ?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET commit_oid = ?1, fingerprint = ?2",
-            params![commit, fingerprint],
+        Some(d) => conn.execute(
+            "INSERT INTO inventory_meta (id, commit_oid, fingerprint, services) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET commit_oid = ?1, fingerprint = ?2, services = ?3",
+            params![d.commit, d.fingerprint, d.services],
         )?,
         None => conn.execute("DELETE FROM inventory_meta", [])?,
     };
@@ -415,7 +460,11 @@ impl Store {
             interrupted(&tx, resumed, message)?;
         }
         if let Some((commit, reason)) = begin.bad {
-            mark_bad(&tx, commit, reason)?;
+            let mark = BadMark {
+                reason: reason.to_owned(),
+                ..BadMark::default()
+            };
+            mark_bad(&tx, commit, &mark)?;
         }
         tx.execute(
             "INSERT INTO deployments (commit_oid, kind, started, result, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
@@ -478,6 +527,9 @@ impl Store {
         write_inventory(&tx, finish.inventory, finish.whole)?;
         {
             set_meta(&tx, finish.describes)?;
+            if let Some((commit, mark)) = finish.bad {
+                mark_bad(&tx, commit, mark)?;
+            }
             let mut forget = tx.prepare("DELETE FROM originals WHERE path = ?1")?;
             for path in finish.restored {
                 forget.execute([path])?;
@@ -500,14 +552,20 @@ impl Store {
         Ok(())
     }
 
-    /// What the inventory describes, `(commit, fingerprint)`, if it describes the host fully.
-    pub fn inventory_meta(&self) -> Result<Option<(String, String)>, StoreError> {
+    /// What the inventory describes, if it describes the host fully.
+    pub fn inventory_meta(&self) -> Result<Option<Meta>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT commit_oid, fingerprint FROM inventory_meta WHERE id = 1",
+                "SELECT commit_oid, fingerprint, services FROM inventory_meta WHERE id = 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(Meta {
+                        commit: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        services: r.get(2)?,
+                    })
+                },
             )
             .optional()?)
     }
@@ -518,7 +576,7 @@ impl Store {
         &self,
         rows: &[InventoryRow],
         whole: bool,
-        describes: (&str, &str),
+        describes: Describes<'_>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         write_inventory(&tx, rows, whole)?;
@@ -693,11 +751,13 @@ enum Filter<'a> {
 }
 
 /// Marks a commit bad: apply does not deploy it again until a newer commit is trusted.
-fn mark_bad(conn: &rusqlite::Connection, oid: &str, reason: &str) -> Result<(), StoreError> {
+/// A commit already marked keeps its first mark: the health gate's check and output say more
+/// than the rollback that follows it.
+fn mark_bad(conn: &rusqlite::Connection, oid: &str, mark: &BadMark) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO bad_commits (oid, at, reason) VALUES (?1, ?2, ?3)
-         ON CONFLICT(oid) DO UPDATE SET at = ?2, reason = ?3",
-        params![oid, to_i64(now()), reason],
+        "INSERT INTO bad_commits (oid, at, reason, check_name, output) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(oid) DO NOTHING",
+        params![oid, to_i64(now()), mark.reason, mark.check, mark.output],
     )?;
     Ok(())
 }

@@ -14,8 +14,8 @@ mod secure;
 mod sync;
 
 pub use deploy::{
-    Begin, DeployEvent, Deployment, Finish, Interrupted, InventoryRow, JournalStep, Keep,
-    OpenContent, Original, OriginalContent, StatCache,
+    BadCommit, BadMark, Begin, DeployEvent, Deployment, Describes, Finish, Interrupted,
+    InventoryRow, JournalStep, Keep, Meta, OpenContent, Original, OriginalContent, StatCache,
 };
 pub use secure::prepare_state_dir;
 pub use sync::SyncAttempt;
@@ -88,6 +88,7 @@ const MIGRATIONS: &[M] = &[
     M::up(deploy::MIGRATION_3),
     M::up(sync::MIGRATION),
     M::up(deploy::ORIGINAL_CHUNKS),
+    M::up(deploy::SERVICES),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -519,12 +520,21 @@ impl Store {
     }
 
     /// Commits marked bad, newest first: `(commit, reason, when)`.
-    pub fn bad_commits(&self, limit: usize) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT oid, reason, at FROM bad_commits ORDER BY at DESC, oid LIMIT ?1")?;
+    /// Commits marked bad, newest mark first.
+    pub fn bad_commits(&self, limit: usize) -> Result<Vec<deploy::BadCommit>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT oid, reason, at, check_name, output FROM bad_commits ORDER BY at DESC, oid LIMIT ?1",
+        )?;
         let rows = stmt.query_map([to_i64(limit as u64)], |r| {
-            Ok((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)))
+            Ok(deploy::BadCommit {
+                commit: r.get(0)?,
+                at: to_u64(r.get(2)?),
+                mark: deploy::BadMark {
+                    reason: r.get(1)?,
+                    check: r.get(3)?,
+                    output: r.get(4)?,
+                },
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -842,7 +852,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 6)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 7)"),
             "{msg}"
         );
         Ok(())

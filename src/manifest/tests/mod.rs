@@ -286,7 +286,7 @@ fn units_and_health_checks_are_parsed() -> TestResult {
     let m = f.load()??;
     assert_eq!(m.units[0].name, "chrony.service");
     assert_eq!(m.units[0].active, Some(true));
-    assert_eq!(m.health[0].timeout, Some(Duration::from_secs(10)));
+    assert_eq!(m.health[0].timeout, Duration::from_secs(10));
     let msg = Fixture::with(&[(
         "outpost.toml",
         "[[health]]\nname = \"x\"\ncommand = [\"/bin/true\"]\ntimeout = \"soon\"\n",
