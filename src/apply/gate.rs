@@ -42,11 +42,14 @@ impl fmt::Display for GateFailure {
         )?;
         let output = self.output.trim();
         if !output.is_empty() {
-            // The error line carries the last lines; the event and status carry all of it.
-            let tail: String = {
-                let lines: Vec<&str> = output.lines().collect();
-                lines[lines.len().saturating_sub(3)..].join("\n")
-            };
+            // The error line carries the last lines, at most 400 characters of them; the
+            // event and status carry all that was kept.
+            let lines: Vec<&str> = output.lines().collect();
+            let mut tail = lines[lines.len().saturating_sub(3)..].join("\n");
+            let chars = tail.chars().count();
+            if chars > 400 {
+                tail = format!("...{}", tail.chars().skip(chars - 400).collect::<String>());
+            }
             write!(f, "; output ends: {}", crate::text::escape(&tail))?;
         }
         Ok(())
