@@ -28,9 +28,11 @@
 //! stats each managed path and compares with the stat cache; when that describes the host for
 //! the target commit and this host's config, and nothing differs, nothing more is read. Paths
 //! that differ are repaired from the inventory alone. Otherwise the manifest is loaded for
-//! this host, the host observed and a plan made; the deployment is journalled, executed
-//! through `apply::fs` and recorded, in one place, as a success with the new inventory or as
-//! failed with its error.
+//! this host, the host observed (files, and the declared units in one `systemctl show`) and a
+//! plan made; the deployment is journalled, executed through `apply::fs` with its unit steps
+//! around the files, checked by the health gate, and recorded, in one place, as a success with
+//! the new inventory or as failed with its error. A new commit that fails its gate is marked
+//! bad and the host goes back to the newest good deployment through the rollback code.
 //!
 //! # Modules
 //!
@@ -55,10 +57,15 @@
 //!   plugged stick (mount read-only, import, report, unmount).
 //! * [`manifest`] — `outpost.toml` of a trusted commit, read from the object store: includes,
 //!   `when` selectors, every path, source, mode and owner validated for this host.
-//! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps.
+//! * [`plan`] — pure: desired entries + observed host state + last inventory → ordered steps;
+//!   [`plan::units`]: declared units + their state + the file steps → unit steps.
 //! * [`apply`] — a reconcile cycle: target commit, desired paths, observe (stat cache), plan,
 //!   journal, execute through [`apply::fs`] (the only code writing under the host root),
-//!   inventory; `rollback`; recovery of an interrupted deployment.
+//!   unit steps ([`apply::services`]), the health gate ([`apply::gate`]), inventory;
+//!   `rollback`, automatic after a failed gate; recovery of an interrupted deployment.
+//! * [`units`] — systemd: unit names, the units outpost never stops, the state systemd reports,
+//!   the [`units::Systemd`] seam and its `systemctl` backend; children run with a deadline,
+//!   their process group killed, their output bounded ([`units::child`]).
 //! * [`report`] — the host report written onto a stick (`outpost/reports/<host>.json`).
 //! * [`export`] — relaying: the cached signed bundles another host needs, written as received.
 //! * [`status`] — what `outpost status` reports, as a serde type.
@@ -98,8 +105,12 @@
 //!   are zeroed in the database (`secure_delete`) and the write-ahead log is truncated.
 //! * `plan` never shows the content of a file that is not world-readable (desired or on the
 //!   host) or matches `apply.redact`, and escapes control characters from the host.
-//! * A commit marked bad (the one a rollback left) is never deployed again by `apply`; the
-//!   mark is written with the rollback's journal.
+//! * A commit marked bad (the one a rollback left, or one whose health gate failed) is never
+//!   deployed again by `apply`; the mark is written with the rollback's journal, or with the
+//!   failed deployment's record (the check and its output), before the automatic rollback.
+//! * outpost never stops, disables or restarts its own units, `dbus.*` or `systemd-*`; unit
+//!   names are checked with the manifest. Health checks and systemctl run with a deadline and
+//!   keep a bounded end of their output.
 
 pub mod apply;
 pub mod bundle;
