@@ -55,8 +55,13 @@ pub fn keygen(path: &Path) -> Result {
 impl Fleet {
     /// A fleet with key `fleet` trusted for both namespaces and an empty publisher repository.
     pub fn new() -> Result<Self> {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// [`Fleet::new`] in a fresh directory below `parent` (a directory a container sees).
+    pub fn new_in(parent: &Path) -> Result<Self> {
         let fleet = Fleet {
-            dir: tempfile::tempdir()?,
+            dir: tempfile::tempdir_in(parent)?,
             clock: std::cell::Cell::new(1_790_000_000),
         };
         keygen(&fleet.key("fleet"))?;
@@ -111,6 +116,9 @@ impl Fleet {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
     pub fn repo(&self) -> PathBuf {
         self.path("repo")
@@ -355,6 +363,29 @@ impl Fleet {
 
     /// Commits whatever the repository holds now, signed, and imports a bundle of it.
     pub fn publish_staged(&self) -> Result<String> {
+        let (commit, bundle) = self.commit_and_bundle()?;
+        let imported = self.outpost_paths("import", &[&bundle])?;
+        if imported.code != 0 {
+            return Err(format!("import failed: {}{}", imported.stdout, imported.stderr).into());
+        }
+        Ok(commit)
+    }
+
+    /// Writes `files`, commits everything signed and writes a signed bundle of the branch;
+    /// returns the commit and the bundle, not imported anywhere.
+    pub fn write_commit_and_bundle(&self, files: &[(&str, &str)]) -> Result<(String, PathBuf)> {
+        for (path, content) in files {
+            let path = self.repo().join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
+        self.commit_and_bundle()
+    }
+
+    /// Commits whatever the repository holds now, signed, and bundles the branch (signed).
+    fn commit_and_bundle(&self) -> Result<(String, PathBuf)> {
         run(self.git().args(["add", "-A"]))?;
         let mut cmd = self.git();
         cmd.args(["-c", "gpg.format=ssh", "-c"])
@@ -364,11 +395,7 @@ impl Fleet {
         self.clock.set(self.clock.get() + 3600);
         let commit = run(self.git().args(["rev-parse", "HEAD"]))?;
         let bundle = self.bundle(&format!("{}.bundle", &commit[..12]), &["main"])?;
-        let imported = self.outpost_paths("import", &[&bundle])?;
-        if imported.code != 0 {
-            return Err(format!("import failed: {}{}", imported.stdout, imported.stderr).into());
-        }
-        Ok(commit)
+        Ok((commit, bundle))
     }
 
     /// The deployed commit per `status --json`.
