@@ -1,26 +1,29 @@
 //! One Debian container with a real systemd, booted once per test binary and shared by every
 //! test that asks for it: units are started there, never on the machine running the tests.
 //!
-//! * Rootfs: `debootstrap --variant=minbase` into `target/container/rootfs`, built once (into a
-//!   temp sibling, renamed when complete) under an exclusive lock on `target/container/lock`, so
-//!   two test binaries never build it twice, and reused by every later run. It is rebuilt when
-//!   [`RECIPE`] changes.
+//! * Rootfs ([`rootfs`]): `debootstrap --variant=minbase` into `target/container/rootfs`, built
+//!   once under a lock and reused by every later run.
 //! * Boot: `systemd-nspawn --boot --volatile=overlay` (the rootfs stays untouched: every change
 //!   lives in a tmpfs and is gone at poweroff), a private network, the directory of the built
-//!   `outpost` read-only at `/opt/outpost-bin` and a fresh temp dir read-write at
-//!   `/outpost-test`, through which tests hand files in.
+//!   `outpost` read-only at [`BIN_DIR`] and a fresh temp dir read-write at [`SHARED_DIR`],
+//!   through which tests hand files in.
 //! * Talk: `nsenter -t PID1 -a`. `machinectl`, `systemctl -M` and `systemd-run --machine` do
 //!   not work on the CI machines (no systemd as their PID 1).
 //! * Stop: nspawn runs under a small `sh` (the [`WRAPPER`]) that moves itself into cgroups of its
 //!   own first (the test binary is multi-threaded, and moving it would move all of it). The
 //!   wrapper is spawned through `setpriv --pdeathsig TERM` by a thread that lives as long as the
 //!   test binary: when the binary exits, however it exits, the wrapper gets SIGTERM, hands it to
-//!   nspawn (an orderly poweroff), waits for it, then removes its cgroups and the temp dir.
+//!   nspawn (an orderly poweroff, 0.2 s), waits for it, then removes its cgroups and temp dir.
+//!   A container whose wrapper was SIGKILLed too is stopped, and its cgroups and temp dir
+//!   removed, by the next test binary ([`host::sweep_orphans`], [`host::sweep_temp_dirs`]).
 //!
 //! [`shared`] skips (prints why and returns `None`) on a machine that cannot do this: not root,
 //! a tool missing, no writable cgroup hierarchy. `OUTPOST_REQUIRE_CONTAINER=1` (set by CI) turns
 //! a skip into a panic, so the container tests cannot silently skip there. Anything failing
 //! after those checks (debootstrap, the boot) is a panic in every test that asks.
+
+mod host;
+mod rootfs;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,16 +36,6 @@ use std::time::{Duration, Instant};
 
 use super::Result;
 
-/// How the rootfs is made. A rootfs made by another recipe is rebuilt.
-const RECIPE: &[&str] = &[
-    "--variant=minbase",
-    "--include=systemd,dbus,iproute2,util-linux",
-    "bookworm",
-];
-const MIRROR: &str = "http://deb.debian.org/debian";
-/// Where the rootfs keeps the recipe it was made with.
-const RECIPE_STAMP: &str = ".outpost-test-recipe";
-
 /// The one PATH of every command run inside.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where the directory holding the built `outpost` is seen inside.
@@ -54,12 +47,12 @@ pub const SHARED_DIR: &str = "/outpost-test";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs nspawn (the rest of the arguments) in cgroups of its own and cleans up after it.
-/// `$1` is the temp dir to remove at the end, `$OUTPOST_CGROUP_ROOTS` the cgroup hierarchies.
+/// `$1` is the temp dir to remove at the end; `$OUTPOST_CGROUP_ROOTS` the cgroup hierarchies.
 /// A trapped signal interrupts `wait`, hence the loop: it waits until nspawn is really gone.
-/// nspawn gets a death signal of its own too, so it powers off even if this shell is killed.
+/// nspawn gets a death signal of its own too, so it powers off if this shell is killed.
 const WRAPPER: &str = r#"
 dir=$1; shift
-cg=outpost-test-$$
+cg=$OUTPOST_CGROUP_PREFIX$$
 cleanup() {
     for root in $OUTPOST_CGROUP_ROOTS; do
         echo $$ > "$root/cgroup.procs"
@@ -70,6 +63,7 @@ cleanup() {
 for root in $OUTPOST_CGROUP_ROOTS; do
     mkdir "$root/$cg" && echo $$ > "$root/$cg/cgroup.procs" || { cleanup; exit 125; }
 done
+echo $$ > "$dir/wrapper.pid"
 setpriv --pdeathsig TERM systemd-nspawn "$@" </dev/null &
 nspawn=$!
 trap 'kill -TERM $nspawn' TERM INT HUP
@@ -132,154 +126,28 @@ fn start() -> std::result::Result<Container, Unavailable> {
         ("setpriv", "util-linux"),
         ("timeout", "coreutils"),
     ] {
-        if !on_path(tool) {
+        if !host::on_path(tool) {
             return Err(Unavailable::Skip(format!(
                 "no {tool} (apt-get install {package})"
             )));
         }
     }
-    let cgroups = cgroup_roots().map_err(Unavailable::Skip)?;
-    let rootfs = rootfs()?;
-    boot(&rootfs, &cgroups).map_err(Unavailable::Broken)
-}
-
-/// Whether `tool` is an executable file in a directory of `PATH`.
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(tool)).is_ok_and(|m| {
-            m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-        })
-    })
-}
-
-/// The cgroup hierarchies the wrapper moves itself into: the unified one alone on a cgroup v2
-/// machine, the named `systemd` one and the unified one on a hybrid machine.
-fn cgroup_roots() -> std::result::Result<Vec<PathBuf>, String> {
-    let base = Path::new("/sys/fs/cgroup");
-    let roots: Vec<PathBuf> = if base.join("cgroup.procs").exists() {
-        vec![base.to_owned()]
-    } else {
-        ["systemd", "unified"]
-            .iter()
-            .map(|h| base.join(h))
-            .filter(|root| root.join("cgroup.procs").exists())
-            .collect()
-    };
-    if roots.is_empty() {
-        return Err(format!("no cgroup hierarchy under {}", base.display()));
-    }
-    for root in &roots {
-        if nix::unistd::access(root, nix::unistd::AccessFlags::W_OK).is_err() {
-            return Err(format!("{} is not writable", root.display()));
-        }
-    }
-    Ok(roots)
-}
-
-/// `target/container/rootfs`, built first when missing or made by another recipe.
-fn rootfs() -> std::result::Result<PathBuf, Unavailable> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/container");
-    let rootfs = dir.join("rootfs");
-    let broken = |what: &str, e: std::io::Error| {
-        Unavailable::Broken(format!("{what} {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| broken("creating", e))?;
-    let lock = File::create(dir.join("lock")).map_err(|e| broken("creating the lock in", e))?;
-    // Held until this function returns: another test binary waits here while this one builds.
-    lock.lock().map_err(|e| broken("locking", e))?;
-    let recipe = RECIPE.join(" ");
-    if std::fs::read_to_string(rootfs.join(RECIPE_STAMP)).is_ok_and(|made| made == recipe) {
-        return Ok(rootfs);
-    }
-    if !on_path("debootstrap") {
-        return Err(Unavailable::Skip(format!(
-            "no debootstrap to build {} (apt-get install debootstrap)",
-            rootfs.display()
-        )));
-    }
-    build_rootfs(&dir, &rootfs, &recipe).map_err(Unavailable::Broken)?;
-    Ok(rootfs)
-}
-
-/// Runs debootstrap into `rootfs.tmp` and renames it to `rootfs` (the caller holds the lock).
-fn build_rootfs(dir: &Path, rootfs: &Path, recipe: &str) -> std::result::Result<(), String> {
-    let tmp = dir.join("rootfs.tmp");
-    let stale = dir.join("rootfs.stale");
-    for leftover in [&tmp, &stale] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(leftover)
-                .map_err(|e| format!("removing {}: {e}", leftover.display()))?;
-        }
-    }
-    let log_path = dir.join("debootstrap.log");
-    let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("{}: {e}", log_path.display()))?;
-    eprintln!(
-        "building the container rootfs {} with debootstrap, once (about a minute)",
-        rootfs.display()
-    );
+    let cgroups = host::cgroup_roots().map_err(Unavailable::Skip)?;
+    host::sweep_orphans(&cgroups);
+    host::sweep_temp_dirs();
+    let rootfs = rootfs::ensure()?;
     let started = Instant::now();
-    let mut cmd = Command::new("debootstrap");
-    cmd.args(RECIPE).arg(&tmp).arg(MIRROR);
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .status()
-        .map_err(|e| format!("running {cmd:?}: {e}"))?;
-    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-    if !status.success() {
-        let network = [
-            "Failed getting release file",
-            "Couldn't download",
-            "Temporary failure resolving",
-        ]
-        .iter()
-        .any(|sign| output.contains(sign));
-        let hint = if network {
-            format!(
-                "\ndebootstrap could not download from {MIRROR}: building the rootfs needs \
-                 the network, once (it is then reused from {})",
-                rootfs.display()
-            )
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{cmd:?} failed ({status}), full log in {}:\n{}{hint}",
-            log_path.display(),
-            tail(&output, 15)
-        ));
-    }
-    // systemd would name the container after the machine that built it: use nspawn's name.
-    let _ = std::fs::remove_file(tmp.join("etc/hostname"));
-    std::fs::write(tmp.join(RECIPE_STAMP), recipe)
-        .map_err(|e| format!("writing the recipe into {}: {e}", tmp.display()))?;
-    if rootfs.exists() {
-        std::fs::rename(rootfs, &stale)
-            .map_err(|e| format!("moving the old {} aside: {e}", rootfs.display()))?;
-    }
-    std::fs::rename(&tmp, rootfs)
-        .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), rootfs.display()))?;
-    if stale.exists() {
-        // A container of another test binary may still run on it: failing here is fine, the
-        // next build removes it.
-        let _ = std::fs::remove_dir_all(&stale);
-    }
-    eprintln!("built {} in {:.0?}", rootfs.display(), started.elapsed());
-    Ok(())
+    let container = boot(&rootfs, &cgroups).map_err(Unavailable::Broken)?;
+    eprintln!("booted the systemd container in {:.1?}", started.elapsed());
+    Ok(container)
 }
 
-/// Starts nspawn from a thread that lives as long as the test binary and waits until systemd
-/// inside has finished booting.
+/// Starts nspawn and waits until systemd inside has finished booting.
 fn boot(rootfs: &Path, cgroups: &[PathBuf]) -> std::result::Result<Container, String> {
-    let started = Instant::now();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
     // Kept past this function: the wrapper removes it when the container has stopped.
     let dir = tempfile::Builder::new()
-        .prefix("outpost-container-")
+        .prefix(host::TEMP_PREFIX)
         .tempdir()
         .map_err(|e| format!("creating a temp dir: {e}"))?
         .keep();
@@ -310,10 +178,30 @@ fn boot(rootfs: &Path, cgroups: &[PathBuf]) -> std::result::Result<Container, St
         .arg("--boot")
         .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
         .env("OUTPOST_CGROUP_ROOTS", roots.join(" "))
+        .env("OUTPOST_CGROUP_PREFIX", host::CGROUP_PREFIX)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
     let described = format!("{cmd:?}");
+    let wrapper = spawn_for_good(cmd).map_err(|e| format!("spawning {described}: {e}"))?;
+    let mut container = Container {
+        wrapper,
+        init: 0,
+        log: console,
+        shared,
+        scratches: AtomicUsize::new(0),
+    };
+    container.init = container
+        .find_init(deadline)
+        .map_err(|e| format!("{e}\nnspawn was {described}"))?;
+    container.wait_until_running(deadline)?;
+    Ok(container)
+}
+
+/// Spawns `cmd` from a thread of its own that lives until the child exits; returns its pid.
+/// The death signal of `setpriv --pdeathsig` goes out when the thread that spawned the child
+/// ends, not the process: a test thread would end with its test.
+fn spawn_for_good(mut cmd: Command) -> std::io::Result<u32> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("systemd-container".into())
@@ -323,46 +211,29 @@ fn boot(rootfs: &Path, cgroups: &[PathBuf]) -> std::result::Result<Container, St
             }
             Ok(mut child) => {
                 let _ = sender.send(Ok(child.id()));
-                // The death signal goes to the wrapper when the thread that spawned it ends:
-                // this thread ends only when the wrapper has exited or the process does.
                 let _ = child.wait();
             }
-        })
-        .map_err(|e| format!("starting the thread that runs nspawn: {e}"))?;
-    let wrapper = receiver
+        })?;
+    receiver
         .recv()
-        .map_err(|e| format!("the nspawn thread ended without a word: {e}"))?
-        .map_err(|e| format!("spawning {described}: {e}"))?;
-
-    let mut container = Container {
-        wrapper,
-        init: 0,
-        log: console,
-        shared,
-        scratches: AtomicUsize::new(0),
-    };
-    container.init = container
-        .find_init(started + BOOT_TIMEOUT)
-        .map_err(|e| format!("{e}; nspawn was {described}"))?;
-    container.wait_until_running(started + BOOT_TIMEOUT)?;
-    Ok(container)
+        .map_err(|_| std::io::Error::other("the spawning thread ended without a word"))?
 }
 
 impl Container {
     /// PID 1 of the container: the child of nspawn that became `systemd`.
     fn find_init(&self, deadline: Instant) -> std::result::Result<u32, String> {
         loop {
-            if !alive(self.wrapper) {
+            if !host::alive(self.wrapper) {
                 return Err(format!(
                     "nspawn exited while booting:\n{}",
                     self.console_tail()
                 ));
             }
-            let init = children(self.wrapper)
+            let init = host::children(self.wrapper)
                 .into_iter()
-                .filter(|&pid| comm(pid) == "systemd-nspawn")
-                .flat_map(children)
-                .find(|&pid| comm(pid) == "systemd");
+                .filter(|&pid| host::comm(pid) == "systemd-nspawn")
+                .flat_map(host::children)
+                .find(|&pid| host::comm(pid) == "systemd");
             if let Some(init) = init {
                 return Ok(init);
             }
@@ -404,7 +275,7 @@ impl Container {
                 }
                 _ => {}
             }
-            if Instant::now() > deadline || !alive(self.wrapper) {
+            if Instant::now() > deadline || !host::alive(self.wrapper) {
                 return Err(format!(
                     "the container did not come up within {BOOT_TIMEOUT:?}: {cmd:?} said {state:?} \
                      ({}) {}\nconsole:\n{}",
@@ -441,7 +312,7 @@ impl Container {
             .command(argv)
             .output()
             .unwrap_or_else(|e| panic!("running {argv:?} in the container: spawning nsenter: {e}"));
-        if !out.status.success() && !alive(self.init) {
+        if !out.status.success() && !host::alive(self.init) {
             panic!(
                 "running {argv:?}: the container is gone ({}); its console:\n{}",
                 String::from_utf8_lossy(&out.stderr).trim(),
@@ -589,39 +460,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.host);
     }
-}
-
-/// The pids whose parent is `pid`, read from `/proc/*/stat`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| stat(child).is_some_and(|(_, ppid)| ppid == pid))
-        .collect()
-}
-
-/// The state letter and parent pid of `pid`.
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// Whether `pid` runs (exists and is not a zombie).
-fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim_end()
-        .to_owned()
 }
 
 /// The last `n` lines of `text`.
