@@ -449,7 +449,8 @@ impl Scratch {
     pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
         let path = self.host.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok(self.inside.join(rel))
