@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// The prefix of the cgroups the wrapper makes, followed by its pid.
 pub(super) const CGROUP_PREFIX: &str = "outpost-test-";
+/// The prefix of the machine name of each container, followed by the test binary's pid.
+pub(super) const MACHINE_PREFIX: &str = "outpost-test-";
 /// The prefix of the temp dir of each container, which holds the shared dir, nspawn's output
 /// and `wrapper.pid`.
 pub(super) const TEMP_PREFIX: &str = "outpost-container-";
@@ -73,24 +75,36 @@ pub(super) fn sweep_orphans(roots: &[PathBuf]) {
     }
 }
 
-/// Removes the temp dirs (`TEMP_PREFIX*` in the temp dir) that a wrapper killed by SIGKILL
-/// could not: those whose `wrapper.pid` names a process gone. One without the file belongs to
-/// a test binary starting now.
-pub(super) fn sweep_temp_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-        {
+/// Removes what killed wrappers could not: the temp dirs (`TEMP_PREFIX*`) whose
+/// `wrapper.pid` names a process gone (one without the file belongs to a test binary starting
+/// now), and the empty directories nspawn keeps per machine name in
+/// `/run/systemd/nspawn/propagate` (`MACHINE_PREFIX` and the pid of a test binary gone).
+pub(super) fn sweep_leftovers() {
+    for (dir, prefix) in [
+        (std::env::temp_dir(), TEMP_PREFIX),
+        (
+            PathBuf::from("/run/systemd/nspawn/propagate"),
+            MACHINE_PREFIX,
+        ),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
-        }
-        let pid = std::fs::read_to_string(entry.path().join("wrapper.pid"));
-        if pid.is_ok_and(|pid| pid.trim().parse().is_ok_and(|pid| !alive(pid))) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+                continue;
+            };
+            let path = entry.path();
+            if prefix == MACHINE_PREFIX {
+                if suffix.parse().is_ok_and(|pid| !alive(pid)) {
+                    let _ = std::fs::remove_dir(&path);
+                }
+            } else if std::fs::read_to_string(path.join("wrapper.pid"))
+                .is_ok_and(|pid| pid.trim().parse().is_ok_and(|pid| !alive(pid)))
+            {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }

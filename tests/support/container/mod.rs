@@ -15,7 +15,7 @@
 //!   test binary: when the binary exits, however it exits, the wrapper gets SIGTERM, hands it to
 //!   nspawn (an orderly poweroff, 0.2 s), waits for it, then removes its cgroups and temp dir.
 //!   A container whose wrapper was SIGKILLed too is stopped, and its cgroups and temp dir
-//!   removed, by the next test binary ([`host::sweep_orphans`], [`host::sweep_temp_dirs`]).
+//!   removed, by the next test binary ([`host::sweep_orphans`], [`host::sweep_leftovers`]).
 //!
 //! [`shared`] skips (prints why and returns `None`) on a machine that cannot do this: not root,
 //! a tool missing, no writable cgroup hierarchy. `OUTPOST_REQUIRE_CONTAINER=1` (set by CI) turns
@@ -134,7 +134,7 @@ fn start() -> std::result::Result<Container, Unavailable> {
     }
     let cgroups = host::cgroup_roots().map_err(Unavailable::Skip)?;
     host::sweep_orphans(&cgroups);
-    host::sweep_temp_dirs();
+    host::sweep_leftovers();
     let rootfs = rootfs::ensure()?;
     let started = Instant::now();
     let container = boot(&rootfs, &cgroups).map_err(Unavailable::Broken)?;
@@ -170,7 +170,11 @@ fn boot(rootfs: &Path, cgroups: &[PathBuf]) -> std::result::Result<Container, St
         .args(["--register=no", "--keep-unit", "--volatile=overlay"])
         .args(["--private-network", "--hostname=outpost-test"])
         // nspawn keeps a directory per machine name under /run: one name per test binary.
-        .arg(format!("--machine=outpost-test-{}", std::process::id()))
+        .arg(format!(
+            "--machine={}{}",
+            host::MACHINE_PREFIX,
+            std::process::id()
+        ))
         .arg(format!("--bind-ro={}:{BIN_DIR}", bin_dir.display()))
         .arg(format!("--bind={}:{SHARED_DIR}", shared.display()))
         .arg("--directory")
