@@ -8,6 +8,7 @@ mod apply;
 mod apply_bad_input;
 mod bad_input;
 mod coarse;
+mod container;
 mod crash;
 mod daemon;
 mod deployment;

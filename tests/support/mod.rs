@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
+pub mod container;
+
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
