@@ -26,4 +26,5 @@ mod stock_bundles;
 mod sync;
 mod time_floor;
 mod unit_manifest;
+mod units;
 mod usb;

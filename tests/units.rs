@@ -47,7 +47,11 @@ impl Site {
     fn ok(&self, args: &[&str]) -> Result<Run> {
         let run = self.outpost(args);
         if run.code != 0 {
-            return Err(format!("outpost {args:?} exited {}: {}{}", run.code, run.stdout, run.stderr).into());
+            return Err(format!(
+                "outpost {args:?} exited {}: {}{}",
+                run.code, run.stdout, run.stderr
+            )
+            .into());
         }
         Ok(run)
     }
@@ -61,7 +65,9 @@ impl Site {
     }
 
     fn status(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&self.ok(&["status", "--json"])?.stdout)?)
+        Ok(serde_json::from_str(
+            &self.ok(&["status", "--json"])?.stdout,
+        )?)
     }
 
     fn history(&self) -> Result<Vec<serde_json::Value>> {
@@ -189,9 +195,14 @@ fn changing_its_config_file_restarts_the_unit_once() -> Result {
     let after = site.show();
     assert_eq!(after["ActiveState"], "active");
     assert_ne!(after["MainPID"], before, "a new process");
-    assert_eq!(after["NRestarts"], "0", "restarted by outpost, not by systemd");
+    assert_eq!(
+        after["NRestarts"], "0",
+        "restarted by outpost, not by systemd"
+    );
     // The service read the new config.
-    let log = site.sh(&format!("journalctl -u {n}.service -o cat --no-pager | tail -n 1"))?;
+    let log = site.sh(&format!(
+        "journalctl -u {n}.service -o cat --no-pager | tail -n 1"
+    ))?;
     assert_eq!(log.trim(), "two");
     Ok(())
 }
@@ -202,16 +213,24 @@ fn a_unit_stopped_or_disabled_by_hand_is_put_back_as_drift() -> Result {
     let site = Site::new(ct, "drift")?;
     let n = site.name.clone();
     site.deploy_service("one\n")?;
-    site.sh(&format!("systemctl stop {n}.service && systemctl disable -q {n}.service"))?;
+    site.sh(&format!(
+        "systemctl stop {n}.service && systemctl disable -q {n}.service"
+    ))?;
     let plan = site.outpost(&["plan"]);
     assert_eq!(plan.code, 1);
     assert_eq!(
         plan.stdout,
-        format!("* enable {n}.service (it is disabled)\n* start {n}.service (it is inactive (dead))\n")
+        format!(
+            "* enable {n}.service (it is disabled)\n* start {n}.service (it is inactive (dead))\n"
+        )
     );
     assert_eq!(site.status()?["units"][0]["drifted"], true);
     let run = site.ok(&["apply"])?;
-    assert!(run.stdout.contains(&format!("* start {n}.service")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("* start {n}.service")),
+        "{}",
+        run.stdout
+    );
     let unit = site.show();
     assert_eq!(unit["ActiveState"], "active");
     assert_eq!(unit["UnitFileState"], "enabled");
@@ -221,12 +240,20 @@ fn a_unit_stopped_or_disabled_by_hand_is_put_back_as_drift() -> Result {
         .as_array()
         .ok_or("events")?
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or(""), e["path"].as_str().unwrap_or("")))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or(""),
+                e["path"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     let unit_name = format!("{n}.service");
     assert_eq!(
         kinds,
-        [("drift-repaired", unit_name.as_str()), ("drift-repaired", unit_name.as_str())]
+        [
+            ("drift-repaired", unit_name.as_str()),
+            ("drift-repaired", unit_name.as_str())
+        ]
     );
     Ok(())
 }
@@ -251,15 +278,19 @@ fn a_commit_whose_unit_cannot_start_is_rolled_back_and_not_retried() -> Result {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains(&format!(
-            "commit {bad} failed its health gate: unit {n}.service: cannot start {n}.service"
+            "commit {bad} failed its health gate: unit {n}.service: cannot restart {n}.service: Job for {n}.service failed"
         )),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains(&format!("rolled back to {good}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("rolled back to {good}")),
+        "{}",
+        run.stderr
+    );
     // The previous unit file and config are back and the unit runs again.
     assert_eq!(site.sh(&format!("cat {unit_file}"))?, good_unit_file);
-    assert_eq!(site.sh(&format!("cat /etc/{n}.conf"))?, "good\n");
+    assert_eq!(site.sh(&format!("cat /etc/{n}.conf"))?, "good");
     assert_eq!(site.show()["ActiveState"], "active");
     let status = site.status()?;
     assert_eq!(status["bad"][0]["commit"], bad.as_str());
@@ -304,8 +335,10 @@ fn a_crash_looping_restart_always_unit_is_rolled_back() -> Result {
     let unit = site.show();
     assert_eq!(unit["ActiveState"], "active");
     assert_eq!(
-        site.sh(&format!("systemctl show -P ExecStart {n}.service | grep -c 'cat /etc/{n}.conf'"))?
-            .trim(),
+        site.sh(&format!(
+            "systemctl show -P ExecStart {n}.service | grep -c 'cat /etc/{n}.conf'"
+        ))?
+        .trim(),
         "1",
         "the good unit file is back"
     );
@@ -333,12 +366,14 @@ fn a_health_command_that_times_out_rolls_back_the_units_too() -> Result {
         "{}",
         run.stderr
     );
-    assert_eq!(site.sh(&format!("cat /etc/{n}.conf"))?, "good\n");
+    assert_eq!(site.sh(&format!("cat /etc/{n}.conf"))?, "good");
     // Restarted for the bad config, and again for the good one.
     let after = site.show();
     assert_eq!(after["ActiveState"], "active");
     assert_ne!(after["MainPID"], before);
-    let log = site.sh(&format!("journalctl -u {n}.service -o cat --no-pager | tail -n 1"))?;
+    let log = site.sh(&format!(
+        "journalctl -u {n}.service -o cat --no-pager | tail -n 1"
+    ))?;
     assert_eq!(log.trim(), "good");
     assert_eq!(site.status()?["bad"][0]["check"], "answers");
     Ok(())

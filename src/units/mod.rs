@@ -194,7 +194,8 @@ impl Systemctl {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.program);
-        c.args(["--no-pager", "--no-ask-password", "--quiet"])
+        // Not --quiet: it also silences why a job failed.
+        c.args(["--no-pager", "--no-ask-password"])
             .args(args)
             .env("SYSTEMD_COLORS", "0")
             .env("SYSTEMD_PAGER", "")
