@@ -318,10 +318,8 @@ fn a_crash_looping_restart_always_unit_is_rolled_back() -> Result {
     let n = site.name.clone();
     let good = site.deploy_service("good\n")?;
     // Starts fine, then exits after a moment, again and again.
-    let looping = format!(
-        "[Service]\nExecStart=/bin/sh -c 'sleep 0.3; exit 1'\nRestart=always\nRestartSec=100ms\nStartLimitIntervalSec=0\n\n[Install]\nWantedBy=multi-user.target\n"
-    );
-    let bad = site.publish(&[(&format!("{n}.service"), &looping)])?;
+    let looping = "[Service]\nExecStart=/bin/sh -c 'sleep 0.3; exit 1'\nRestart=always\nRestartSec=100ms\nStartLimitIntervalSec=0\n\n[Install]\nWantedBy=multi-user.target\n";
+    let bad = site.publish(&[(&format!("{n}.service"), looping)])?;
     let run = site.outpost(&["apply"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
