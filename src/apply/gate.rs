@@ -327,6 +327,26 @@ mod tests {
     }
 
     #[test]
+    fn apply_health_timeout_bounds_the_whole_gate() {
+        let mut config = test_config();
+        config.apply.health_timeout = Duration::from_millis(700);
+        let mut backend = Backend::new(&config);
+        let services = Services {
+            health: vec![check(&["/bin/sleep", "30"], 10_000, 5)],
+            ..Services::default()
+        };
+        let started = Instant::now();
+        let err = run(&mut backend, &services, &config, "c0ffee").err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let err = err.expect("the gate fails");
+        assert!(
+            err.reason.ends_with("; apply.health_timeout ran out"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
     fn the_error_line_carries_the_last_lines_escaped() {
         let failure = GateFailure {
             check: "web".into(),
