@@ -2,7 +2,7 @@
 //! package build), never written by hand: every subcommand has its page and completion.
 
 #[path = "../packaging/docs.rs"]
-mod generator;
+pub(crate) mod generator;
 
 use crate::support::Result;
 

@@ -17,6 +17,7 @@ mod health;
 mod hostile_stick;
 mod import;
 mod originals;
+mod package;
 mod recovery;
 mod relay;
 mod rollback;

@@ -9,18 +9,18 @@ use std::sync::Mutex;
 use crate::support::{Fleet, Result, run};
 
 /// Loop devices are set up one test at a time.
-static LOOP: Mutex<()> = Mutex::new(());
+pub(crate) static LOOP: Mutex<()> = Mutex::new(());
 
 /// An image on a loop device, detached on drop.
-struct Stick {
+pub(crate) struct Stick {
     image: PathBuf,
-    device: String,
+    pub(crate) device: String,
 }
 
 impl Stick {
     /// An ext4 image holding `content` (a directory), on a loop device; `None` when this
     /// machine cannot (not root, no loop devices), with the reason printed.
-    fn ext4(fleet: &Fleet, content: &Path) -> Result<Option<Self>> {
+    pub(crate) fn ext4(fleet: &Fleet, content: &Path) -> Result<Option<Self>> {
         let image = fleet.path("stick.img");
         std::fs::File::create(&image)?.set_len(32 << 20)?;
         run(Command::new("mkfs.ext4")
@@ -58,7 +58,7 @@ impl Stick {
     }
 
     /// A file on the image, read without mounting it (debugfs from e2fsprogs).
-    fn read(&self, path: &str) -> Result<String> {
+    pub(crate) fn read(&self, path: &str) -> Result<String> {
         run(Command::new("debugfs")
             .args(["-R", &format!("cat {path}")])
             .arg(&self.image))
