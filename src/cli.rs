@@ -107,7 +107,8 @@ enum Command {
     },
 }
 
-/// Test hook: abort `apply` after this many steps, to prove crash safety.
+/// Test hook: abort `apply` after this many steps (or `barrier`: right after the first
+/// durability barrier), to prove crash safety.
 const FAULT_ENV: &str = "OUTPOST_FAULT_AFTER_STEPS";
 /// Test hook: abort the automatic rollback after a failed health gate after this many steps.
 const ROLLBACK_FAULT_ENV: &str = "OUTPOST_FAULT_ROLLBACK_AFTER_STEPS";
@@ -368,7 +369,13 @@ fn run_plan(config: &Config, stat: bool) -> Result<ExitCode, Failure> {
 }
 
 fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
-    let fault = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    // "barrier": right after the first durability barrier of the file writes.
+    let fault = |name: &str| {
+        std::env::var(name).ok().and_then(|v| match v.as_str() {
+            "barrier" => Some(apply::AT_BARRIER),
+            v => v.parse().ok(),
+        })
+    };
     let faults = apply::Faults {
         first: fault(FAULT_ENV),
         rollback: fault(ROLLBACK_FAULT_ENV),

@@ -257,3 +257,36 @@ fn rollback_killed_at_every_step_leaves_old_or_new_files_and_is_resumed() -> Res
     eprintln!("{journalled} of 6 SIGKILLs fell after the rollback's journal");
     Ok(())
 }
+
+/// Killed right after the durability barrier of the batched file writes, before any rename:
+/// every file is still old (the new ones exist only as temp files), and the restart removes
+/// the temp files and converges.
+#[test]
+fn apply_killed_between_the_durability_barrier_and_the_renames_converges() -> Result {
+    let fleet = Fleet::new()?;
+    publish(&fleet, 1, MANIFEST_V1)?;
+    assert_eq!(fleet.outpost(&["apply"])?.code, 0);
+    let old = files_under(&fleet.on_host("/opt/app"))?;
+    let v2 = publish(&fleet, 2, MANIFEST_V2)?;
+    let killed = fleet.outpost_env(&["apply"], "OUTPOST_FAULT_AFTER_STEPS", "barrier")?;
+    assert_ne!(killed.code, 0, "the apply was not aborted");
+    // No rename happened: each file is its old content; the new contents wait in temp files.
+    let now = files_under(&fleet.on_host("/opt/app"))?;
+    let (temps, files): (Vec<_>, Vec<_>) = now
+        .into_iter()
+        .partition(|(rel, _)| rel.contains(".outpost-tmp."));
+    assert!(!temps.is_empty(), "the batch's temp files are there");
+    for (rel, (content, _)) in &files {
+        assert_eq!(
+            Some(content),
+            old.get(rel).map(|(c, _)| c),
+            "{rel} changed before the renames"
+        );
+    }
+    assert_restart_converges(
+        fleet.dir(),
+        "apply killed at the barrier",
+        &(expected(2, 0o600), v2),
+    )?;
+    Ok(())
+}

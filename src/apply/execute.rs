@@ -226,7 +226,18 @@ impl Progress {
     }
 }
 
-/// Executes the plan's steps in order, recording each one done.
+/// Test hook value of `fault_after`: a crash right after the first durability barrier,
+/// before any staged file is renamed into place.
+pub const AT_BARRIER: usize = usize::MAX;
+
+/// Files written per durability barrier, at most (and at most this many bytes): bounds the
+/// temporary files a batch leaves beside their destinations.
+const BATCH_FILES: usize = 4096;
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Executes the plan's steps in order, recording each one done. File writes are batched: their
+/// temporary files are written, then made durable together and renamed into place
+/// ([`HostFs::commit_staged`]) before any removal or restore, and at the end.
 fn steps(
     fs: &mut HostFs,
     objects: &ObjectStore,
@@ -235,26 +246,92 @@ fn steps(
     fault_after: Option<usize>,
     progress: &mut Progress,
 ) -> Result<(), ApplyError> {
-    for (n, step) in plan.steps.iter().enumerate() {
-        if fault_after == Some(n) {
-            // Test hook: a crash at an exact point of the deployment.
-            std::process::abort();
+    let mut batch = Batch::default();
+    let at_barrier = fault_after == Some(AT_BARRIER);
+    let result = (|| {
+        for (n, step) in plan.steps.iter().enumerate() {
+            if fault_after == Some(n) {
+                // Test hook: a crash at an exact point of the deployment, once the steps
+                // before it are done.
+                batch.commit(fs, progress, false)?;
+                std::process::abort();
+            }
+            if let Action::Write {
+                blob: id,
+                mode,
+                owner,
+                group,
+                ..
+            } = &step.action
+            {
+                let bytes = blob(objects, *id, &step.path)?;
+                let size = bytes.len() as u64;
+                let staged =
+                    fs.stage_file(&step.path, &bytes, *mode, Some((owner.uid, group.gid)))?;
+                drop(bytes);
+                batch.files.push(staged);
+                batch.bytes += size;
+                if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                    batch.commit(fs, progress, at_barrier)?;
+                }
+                continue;
+            }
+            if matches!(step.action, Action::Remove { .. } | Action::Restore) {
+                batch.commit(fs, progress, at_barrier)?;
+            }
+            match execute(fs, objects, store, step)? {
+                Done::Written(stat) => {
+                    progress.written.insert(step.path.clone(), stat);
+                }
+                Done::Removed => {
+                    progress.removed.insert(step.path.clone());
+                }
+                Done::Restored(note) => {
+                    progress.notes.insert(step.path.clone(), note);
+                }
+                Done::Changed => {}
+            }
+            progress.done.insert(step.path.clone());
         }
-        match execute(fs, objects, store, step)? {
-            Done::Written(stat) => {
-                progress.written.insert(step.path.clone(), stat);
-            }
-            Done::Removed => {
-                progress.removed.insert(step.path.clone());
-            }
-            Done::Restored(note) => {
-                progress.notes.insert(step.path.clone(), note);
-            }
-            Done::Changed => {}
+        batch.commit(fs, progress, at_barrier)
+    })();
+    if result.is_err() {
+        // The files written before the failing step are whole: they are put in place, so the
+        // steps done stay done as without batching.
+        if let Err(e) = batch.commit(fs, progress, false) {
+            tracing::warn!(error = %error_chain(&e), "files written before the failure were not put in place");
         }
-        progress.done.insert(step.path.clone());
     }
-    Ok(())
+    result
+}
+
+/// Files written but not yet durable nor in place.
+#[derive(Default)]
+struct Batch {
+    files: Vec<super::fs::Staged>,
+    bytes: u64,
+}
+
+impl Batch {
+    /// Makes the batch durable and puts it in place, recording each file done.
+    fn commit(
+        &mut self,
+        fs: &mut HostFs,
+        progress: &mut Progress,
+        abort_at_barrier: bool,
+    ) -> Result<(), ApplyError> {
+        self.bytes = 0;
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let files = std::mem::take(&mut self.files);
+        let mut done = |path: &HostPath, stat: Stat| {
+            progress.written.insert(path.clone(), stat);
+            progress.done.insert(path.clone());
+        };
+        fs.commit_staged(files, &mut done, abort_at_barrier)?;
+        Ok(())
+    }
 }
 
 /// Makes the renames and removals of the deployment durable: one fsync per directory.
@@ -469,6 +546,9 @@ struct Writes {
     growth: i128,
     /// The largest file written: it exists beside the one it replaces until the rename.
     largest: u64,
+    /// Bytes of the files replaced: a batch of new files exists beside the ones they replace
+    /// until the batch is renamed into place.
+    replaced: u64,
     available: u64,
 }
 
@@ -511,13 +591,16 @@ fn preflight(fs: &mut HostFs, store: &Store, plan: &Plan) -> Result<(), ApplyErr
         writes.first.get_or_insert_with(|| step.path.clone());
         writes.growth += i128::from(new) - i128::from(old);
         writes.largest = writes.largest.max(new);
+        writes.replaced = writes.replaced.saturating_add(old);
     }
     for writes in filesystems.into_values() {
         let Some(path) = writes.first else {
             continue;
         };
         let growth = u64::try_from(writes.growth.max(0)).unwrap_or(u64::MAX);
-        let needed = margin(growth.saturating_add(writes.largest));
+        // Until a batch is renamed, its new files and the old ones they replace both exist.
+        let both = writes.replaced.min(BATCH_BYTES).max(writes.largest);
+        let needed = margin(growth.saturating_add(both));
         if needed > writes.available {
             return Err(ApplyError::NoSpace {
                 path,

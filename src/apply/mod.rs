@@ -52,6 +52,7 @@ use crate::repo::{ObjectStore, RepoError, TrustedCommit};
 use crate::store::{Store, StoreError};
 use crate::units::UnitError;
 pub use desired::OwnerOverride;
+pub use execute::AT_BARRIER;
 use fs::{FsError, HostFs};
 pub use gate::GateFailure;
 use services::{Backend, Services};

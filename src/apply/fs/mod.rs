@@ -141,6 +141,16 @@ pub struct HostFs {
     dirs: HashMap<PathBuf, OwnedFd>,
 }
 
+/// A file written beside its destination by [`HostFs::stage_file`], waiting for
+/// [`HostFs::commit_staged`].
+#[derive(Debug)]
+pub struct Staged {
+    pub path: HostPath,
+    temp: OsString,
+    /// The filesystem it is on: one barrier each.
+    dev: u64,
+}
+
 impl HostFs {
     /// Opens `root` (following symlinks in `root` itself: it comes from the config).
     pub fn open(root: &Path) -> Result<Self, FsError> {
@@ -330,7 +340,7 @@ impl HostFs {
                 Mode::S_IRUSR | Mode::S_IWUSR,
             )
         })?;
-        let placed = fill(&fd, path, source, mode, owner, extras)
+        let placed = fill(&fd, path, source, mode, owner, extras, true)
             .and_then(|()| rename_into_place(parent, &temp, name, path));
         if let Err(e) = placed {
             let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
@@ -342,6 +352,137 @@ impl HostFs {
             source,
         })?;
         Ok(Stat::from_raw(&st))
+    }
+
+    /// The first half of [`HostFs::write_file`] for a batch: the temporary file beside `path`
+    /// is written, chowned and chmodded, but neither made durable nor moved into place. See
+    /// [`HostFs::commit_staged`]. On an error the temporary file is removed.
+    pub fn stage_file(
+        &mut self,
+        path: &HostPath,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Staged, FsError> {
+        let parent = self.parent(path)?;
+        let name = file_name(path);
+        check_replaceable(parent, name, path)?;
+        let (temp, fd) = create_temp(path, |temp| {
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+            open_beneath(
+                parent,
+                Path::new(temp),
+                flags,
+                Mode::S_IRUSR | Mode::S_IWUSR,
+            )
+        })?;
+        let filled = fill(
+            &fd,
+            path,
+            &mut &bytes[..],
+            mode,
+            owner,
+            &Extras::default(),
+            false,
+        )
+        .and_then(|()| {
+            fstat(&fd).map_err(|source| FsError::Stat {
+                path: path.clone(),
+                source,
+            })
+        });
+        match filled {
+            Ok(st) => Ok(Staged {
+                path: path.clone(),
+                temp,
+                dev: st.st_dev,
+            }),
+            Err(e) => {
+                let _ = unlinkat(parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts a batch of staged files in place, crash-safe: first one `syncfs` per filesystem
+    /// the batch is on makes every temporary file's content, owner and mode durable (the
+    /// barrier); only then is each renamed over its destination. A crash before or during
+    /// the barrier leaves every destination as it was (the temporary files are removed by the
+    /// next apply); a crash during the renames leaves each destination either old or, renamed,
+    /// new and already durable: never a new name for content that is not on the disk. The
+    /// renames themselves are made durable by the caller's one `fsync` per directory
+    /// ([`HostFs::sync_dir`]); one lost in a crash leaves the old file, whole.
+    ///
+    /// One `syncfs` replaces an `fsync` per file (as dpkg does for a package's files). `done`
+    /// gets each file once it is in place, with its stat. On an error the files not yet in
+    /// place keep their destination unchanged and their temporary files are removed.
+    /// `abort_at_barrier` is a test hook: a crash right after the barrier.
+    pub fn commit_staged(
+        &mut self,
+        batch: Vec<Staged>,
+        done: &mut dyn FnMut(&HostPath, Stat),
+        abort_at_barrier: bool,
+    ) -> Result<(), FsError> {
+        let mut synced: Vec<u64> = Vec::new();
+        let mut result = Ok(());
+        for staged in &batch {
+            if synced.contains(&staged.dev) {
+                continue;
+            }
+            synced.push(staged.dev);
+            let barrier = self.parent(&staged.path).and_then(|parent| {
+                nix::unistd::syncfs(parent).map_err(|source| FsError::SyncFile {
+                    path: staged.path.clone(),
+                    source,
+                })
+            });
+            if let Err(e) = barrier {
+                result = Err(e);
+                break;
+            }
+        }
+        if abort_at_barrier && result.is_ok() {
+            std::process::abort();
+        }
+        let mut rest = batch.into_iter();
+        if result.is_ok() {
+            for staged in rest.by_ref() {
+                let placed = self.parent(&staged.path).and_then(|parent| {
+                    rename_into_place(parent, &staged.temp, file_name(&staged.path), &staged.path)
+                });
+                if let Err(e) = placed {
+                    self.discard(&staged);
+                    result = Err(e);
+                    break;
+                }
+                // After the rename, which changes the file's ctime on most filesystems.
+                match self.stat(&staged.path) {
+                    Ok(Some(st)) => done(&staged.path, st),
+                    Ok(None) => {
+                        result = Err(FsError::Stat {
+                            path: staged.path.clone(),
+                            source: Errno::ENOENT,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        for staged in rest {
+            self.discard(&staged);
+        }
+        result
+    }
+
+    /// Removes a staged file that will not be put in place.
+    pub fn discard(&mut self, staged: &Staged) {
+        if let Ok(parent) = self.parent(&staged.path) {
+            let _ = unlinkat(parent, staged.temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
     }
 
     /// Makes `path` a directory with exactly `mode & 0o7777` (not masked by the umask) and

@@ -76,7 +76,8 @@ pub(super) fn create_temp<T>(
     }
 }
 
-/// Writes, chowns, chmods, sets the extras of and fsyncs the open temporary file.
+/// Writes, chowns, chmods and sets the extras of the open temporary file, and fsyncs it when
+/// `sync` (a batch is made durable together instead: [`HostFs::commit_staged`]).
 pub(super) fn fill(
     fd: &OwnedFd,
     path: &HostPath,
@@ -84,6 +85,7 @@ pub(super) fn fill(
     mode: u32,
     owner: Option<(u32, u32)>,
     extras: &Extras,
+    sync: bool,
 ) -> Result<(), FsError> {
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -128,10 +130,12 @@ pub(super) fn fill(
             },
         )?;
     }
-    fsync(fd).map_err(|source| FsError::SyncFile {
-        path: path.clone(),
-        source,
-    })?;
+    if sync {
+        fsync(fd).map_err(|source| FsError::SyncFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
     Ok(())
 }
 
