@@ -97,7 +97,8 @@
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
 //! * A deployment is journalled before its first host change; every file is replaced
-//!   atomically, so after a crash each managed file is entirely old or new. A journalled
+//!   atomically, its content made durable (one `syncfs` per filesystem for a batch of files)
+//!   before the rename, so after a crash each managed file is entirely old or new. A journalled
 //!   deployment ends `success` or `failed` with its error; one a crash cut short is resumed,
 //!   to its own target and as its own kind, before anything else.
 //! * The state dir is 0700 and its files 0600 (looser ones are tightened, with a log line):

@@ -3,8 +3,9 @@
 //! One cycle: recover from an interrupted deployment, choose the target commit, load its
 //! manifest for this host, expand it, observe the host, plan, and, when anything differs,
 //! journal the deployment (target, steps, originals of paths taken over) in SQLite before the
-//! first change, execute the steps, sync the directories touched, and record the new
-//! inventory. A crash or power cut leaves the deployment `running`; the next apply (or
+//! first change, execute the steps (file writes in batches: written, made durable together,
+//! renamed), sync the directories touched, run the unit steps and the health gate, and record
+//! the new inventory. A crash or power cut leaves the deployment `running`; the next apply (or
 //! rollback) first removes its leftover temp files and deploys its own target again, as the
 //! same kind (apply, repair, rollback), marking it interrupted in the new journal's
 //! transaction; only then does it go where it was asked. Every step is idempotent and every
