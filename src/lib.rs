@@ -118,6 +118,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod gc;
 pub mod host;
 pub mod intake;
 pub mod lock;

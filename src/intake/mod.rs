@@ -308,6 +308,12 @@ pub fn import(
         pending = waiting;
     }
     drop(ctx);
+    if reports
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Accepted { .. }))
+    {
+        crate::gc::after_intake(config, &store);
+    }
     std::fs::remove_dir_all(&staging).map_err(|source| IntakeError::Staging {
         path: staging.clone(),
         source,

@@ -10,6 +10,7 @@
 
 mod deploy;
 pub mod floor;
+mod retention;
 mod secure;
 mod sync;
 
@@ -17,6 +18,7 @@ pub use deploy::{
     BadCommit, BadMark, Begin, DeployEvent, Deployment, Describes, Finish, Interrupted,
     InventoryRow, JournalStep, Keep, Meta, OpenContent, Original, OriginalContent, StatCache,
 };
+pub use retention::{CacheUse, Compacted, HistoryCounts, Trimmed};
 pub use secure::prepare_state_dir;
 pub use sync::SyncAttempt;
 
@@ -89,6 +91,7 @@ const MIGRATIONS: &[M] = &[
     M::up(sync::MIGRATION),
     M::up(deploy::ORIGINAL_CHUNKS),
     M::up(deploy::SERVICES),
+    M::up(retention::MIGRATION),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,8 @@ pub struct BundleRecord {
     pub signer: Option<String>,
     pub fingerprint: Option<String>,
     pub tip: Option<String>,
+    /// How many prerequisites its header lists (0: a full bundle), once the header was read.
+    pub prerequisites: Option<u64>,
 }
 
 /// A cached bundle as `status` lists it.
@@ -264,6 +269,10 @@ impl Store {
         // Large pages suit the bundle chunks; SQLite takes this only while the file is new.
         conn.pragma_update(None, "page_size", 65536)
             .map_err(open_err)?;
+        // Space freed by dropped bundles and compacted history is given back to the
+        // filesystem (`retention`); this takes effect at once only on a new file.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -282,6 +291,7 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
+        retention::switch_auto_vacuum(&conn).map_err(open_err)?;
         let store = Self {
             conn,
             dir: state_dir.to_owned(),
@@ -483,7 +493,7 @@ impl Store {
     pub fn cached_bundles(&self) -> Result<Vec<CachedBundle>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT sha256, size, source, received, verdict, signer, tip FROM bundles
-             WHERE verdict = 'accepted' ORDER BY id DESC",
+             WHERE verdict = 'accepted' AND evicted IS NULL ORDER BY id DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(CachedBundle {
@@ -539,13 +549,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many commits are marked bad, and how many times bundles were refused in all.
+    /// How many commits are marked bad, and how many times bundles were refused in all (those
+    /// whose records were compacted away included).
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let bad: i64 = self
             .conn
             .query_row("SELECT count(*) FROM bad_commits", [], |r| r.get(0))?;
         let refused: i64 = self.conn.query_row(
-            "SELECT coalesce(sum(count), 0) FROM bundles WHERE verdict = 'rejected'",
+            "SELECT coalesce(sum(count), 0)
+                 + coalesce((SELECT count FROM compacted WHERE what = 'refusals'), 0)
+             FROM bundles WHERE verdict = 'rejected'",
             [],
             |r| r.get(0),
         )?;
@@ -563,11 +576,12 @@ impl Store {
         Ok(t.flatten().map(to_u64))
     }
 
-    /// Accepted bundles whose bytes are cached, oldest first, with their signatures.
+    /// Accepted bundles whose bytes are cached (not dropped for `state.bundle_cache`), oldest
+    /// first, with their signatures.
     pub fn accepted_bundles(&self) -> Result<Vec<AcceptedBundle>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, sha256, size, signature, tip FROM bundles
-             WHERE verdict = 'accepted' AND sha256 IS NOT NULL ORDER BY id",
+             WHERE verdict = 'accepted' AND sha256 IS NOT NULL AND evicted IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(AcceptedBundle {
@@ -613,8 +627,10 @@ impl Store {
     /// The bytes of a cached bundle, concatenated (tests and export).
     pub fn bundle_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT c.data FROM bundle_chunks c JOIN bundles b ON b.id = c.bundle_id
-             WHERE b.sha256 = ?1 AND b.verdict = 'accepted' ORDER BY c.seq",
+            "SELECT c.data FROM bundle_chunks c
+             WHERE c.bundle_id = (SELECT id FROM bundles WHERE sha256 = ?1 AND verdict = 'accepted'
+                                  AND evicted IS NULL ORDER BY id DESC LIMIT 1)
+             ORDER BY c.seq",
         )?;
         let mut rows = stmt.query([sha256])?;
         let mut out: Option<Vec<u8>> = None;
@@ -726,8 +742,8 @@ fn insert_bundle(
     reason: Option<&str>,
 ) -> Result<i64, StoreError> {
     conn.execute(
-        "INSERT INTO bundles (sha256, size, signature, signer, fingerprint, source, received, verdict, reason, tip)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO bundles (sha256, size, signature, signer, fingerprint, source, received, verdict, reason, tip, prerequisites)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             b.sha256,
             b.size.map(to_i64),
@@ -738,7 +754,8 @@ fn insert_bundle(
             to_i64(now()),
             verdict,
             reason,
-            b.tip
+            b.tip,
+            b.prerequisites.map(to_i64)
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -852,7 +869,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 7)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 8)"),
             "{msg}"
         );
         Ok(())
