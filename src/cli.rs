@@ -189,6 +189,21 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         crate::lock::never_wait();
     }
     let config = load_config(&cli.config)?;
+    // A process killed inside a write in rollback-journal mode (switching the journal mode at
+    // open or at close) leaves a hot journal only a writer may roll back; every reader,
+    // `check_mirror` first, would refuse the database until one does.
+    let reads_only = matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Plan { .. }
+            | Command::Verify { .. }
+            | Command::History { .. }
+            | Command::Export { .. }
+    );
+    if !reads_only {
+        crate::store::roll_back_hot_journal(&config.state.dir)
+            .map_err(|e| Failure::Failed(e.into()))?;
+    }
     // Before any command trusts the high-water mark: a floor file ahead of the database is
     // taken only when the commit it names is signed by an allowed signer.
     intake::check_mirror(&config)?;

@@ -253,6 +253,27 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Rolls back the transaction a killed writer left in `outpost.db-journal`, if there is one:
+/// opening the database for writing and reading from it is what makes SQLite do it.
+pub fn roll_back_hot_journal(state_dir: &Path) -> Result<(), StoreError> {
+    let path = state_dir.join(DB_FILE);
+    if !state_dir.join(format!("{DB_FILE}-journal")).exists() {
+        return Ok(());
+    }
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let conn =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err)?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating) the database for writing: migrations, integrity check, and the
     /// high-water mark reconciled with its mirror.
@@ -302,6 +323,7 @@ impl Store {
     }
 
     /// Opens an existing database without writing anything; `None` when there is none yet.
+    /// A hot journal a killed writer left makes this fail until [`roll_back_hot_journal`].
     pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>, StoreError> {
         let path = state_dir.join(DB_FILE);
         if !path.exists() {
