@@ -276,25 +276,33 @@ fn a_tight_bundle_cache_shrinks_the_database() -> Result {
     Ok(())
 }
 
-/// A database made before `auto_vacuum` is switched over once, by the first command that
-/// writes; it can shrink from then on.
+/// A database made by an earlier outpost (64 KiB pages, no `auto_vacuum`) is rewritten once,
+/// by the first command that writes: small pages, and it can shrink from then on.
 #[test]
-fn an_existing_database_is_switched_to_incremental_vacuum() -> Result {
+fn an_existing_database_is_switched_to_small_pages_and_incremental_vacuum() -> Result {
     let fleet = Fleet::new()?;
     fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "a\n")])?;
     let db = fleet.state().join("outpost.db");
     {
         let conn = rusqlite::Connection::open(&db)?;
+        // As an earlier outpost made it: 64 KiB pages, no auto_vacuum.
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         conn.pragma_update(None, "auto_vacuum", "NONE")?;
+        conn.pragma_update(None, "page_size", 65536)?;
         conn.execute_batch("VACUUM")?;
         let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         assert_eq!(mode, 0);
+        let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        assert_eq!(size, 65536);
     }
     ok(fleet.outpost(&["apply"])?, "apply")?;
     let conn = rusqlite::Connection::open(&db)?;
     let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     assert_eq!(mode, 2, "auto_vacuum = INCREMENTAL");
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    assert_eq!(size, 4096);
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(check, "ok");
     Ok(())
 }
 

@@ -287,13 +287,11 @@ impl Store {
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // Large pages suit the bundle chunks; SQLite takes this only while the file is new.
-        conn.pragma_update(None, "page_size", 65536)
-            .map_err(open_err)?;
-        // Space freed by dropped bundles and compacted history is given back to the
-        // filesystem (`retention`); this takes effect at once only on a new file.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-            .map_err(open_err)?;
+        // Small pages: every page a write touches is written twice (log, then database), so
+        // the page size is what a small change costs the flash. Space freed by dropped bundles
+        // and compacted history is given back to the filesystem (`retention`). SQLite takes
+        // both at once only on a new file; an older database is rewritten once.
+        retention::reshape(&conn).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -312,7 +310,6 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        retention::switch_auto_vacuum(&conn).map_err(open_err)?;
         let store = Self {
             conn,
             dir: state_dir.to_owned(),

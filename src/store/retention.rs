@@ -23,17 +23,35 @@ pub(super) const MIGRATION: &str = "ALTER TABLE bundles ADD COLUMN prerequisites
     ) WITHOUT ROWID;
     CREATE INDEX events_deployment ON events(deployment_id);";
 
-/// Turns `auto_vacuum = INCREMENTAL` on for a database made before it was set: SQLite takes
-/// the setting only with a full `VACUUM`, once.
-pub(super) fn switch_auto_vacuum(conn: &Connection) -> rusqlite::Result<()> {
-    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-    if mode == 2 {
+/// The database page size: SQLite's default, a flash page.
+pub(super) const PAGE_SIZE: i64 = 4096;
+
+/// Rewrites an existing database once (`VACUUM`) when it was made with another page size or
+/// without `auto_vacuum = INCREMENTAL` (by an earlier outpost, with 64 KiB pages); a new file
+/// is made with both. Runs before the journal mode is set: the page size can
+/// only change outside WAL mode, so while another connection keeps the database in WAL mode
+/// only `auto_vacuum` is switched, and the page size at a later open.
+pub(super) fn reshape(conn: &Connection) -> rusqlite::Result<()> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    if pages == 0 {
+        // A new file: the first table created takes both.
+        return Ok(());
+    }
+    let wal = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))? == "wal";
+    if vacuum == 2 && (size == PAGE_SIZE || wal) {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch("VACUUM")?;
-    tracing::info!(elapsed = ?started.elapsed(), "database rewritten once so it can shrink (auto_vacuum)");
+    tracing::info!(
+        elapsed = ?started.elapsed(),
+        from = size,
+        "database rewritten once for small pages and incremental vacuum"
+    );
     Ok(())
 }
 
