@@ -451,3 +451,36 @@ fn gc_killed_at_any_moment_leaves_a_sound_store() -> Result {
 fn outpost_fault() -> &'static str {
     "OUTPOST_FAULT_GC_AFTER_STEPS"
 }
+
+#[test]
+fn gc_before_anything_is_trusted_says_so() -> Result {
+    let fleet = Fleet::new()?;
+    let run = fleet.outpost(&["gc"])?;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        "outpost: error: nothing is trusted yet: there is no state to collect\n"
+    );
+    Ok(())
+}
+
+/// A store that lost the trusted commit (packs removed by hand) is left alone: gc names the
+/// commit and removes nothing.
+#[test]
+fn gc_refuses_a_store_missing_a_kept_commit() -> Result {
+    let fleet = Fleet::new()?;
+    let commit = fleet.publish(&[("outpost.toml", MANIFEST), ("files/app.conf", "a\n")])?;
+    let pack_dir = fleet.state().join("objects/objects/pack");
+    let aside = fleet.path("aside");
+    std::fs::rename(&pack_dir, &aside)?;
+    std::fs::create_dir(&pack_dir)?;
+    let run = fleet.outpost(&["gc"])?;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "outpost: error: commit {commit}, which a kept deployment or the trusted commit needs, is not in the object store; gc removed nothing, import a bundle that holds it\n"
+        )
+    );
+    Ok(())
+}

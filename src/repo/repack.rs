@@ -186,6 +186,11 @@ impl ObjectStore {
     ) -> Result<Repacked, RepoError> {
         let objects_dir = self.objects_dir();
         let pack_dir = objects_dir.join("pack");
+        for &commit in keep {
+            if !self.repo.has_object(commit) {
+                return Err(RepoError::KeptMissing { commit });
+            }
+        }
         let mut steps = Steps { done: 0, fault };
         let mut out = Repacked {
             leftovers_removed: remove_leftovers(&pack_dir, scratch)?,
@@ -272,11 +277,6 @@ impl ObjectStore {
         keep: &[ObjectId],
         stay: &[PackFile],
     ) -> Result<Vec<output::Count>, RepoError> {
-        for &commit in keep {
-            if !self.repo.has_object(commit) {
-                return Err(RepoError::KeptMissing { commit });
-            }
-        }
         let walk_err = |e: gix::Error| self.damaged(&e);
         let mut commits = Vec::new();
         for info in self
