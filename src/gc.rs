@@ -142,8 +142,11 @@ pub fn after_deployment(config: &Config, store: &Store) {
     }
 }
 
+/// Compacts once the history is a tenth over `state.keep_history`, back down to it: rows go
+/// in batches, not one page rewrite per deployment.
 fn compact(config: &Config, store: &Store) -> Result<(), GcError> {
-    if store.history_outgrown(config.state.keep_history)? {
+    let keep = config.state.keep_history;
+    if store.history_outgrown(keep.saturating_add(keep / 10))? {
         let done =
             store.compact_history(config.state.keep_history, config.state.keep_deployments)?;
         tracing::info!(?done, "history compacted");
