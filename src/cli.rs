@@ -97,6 +97,11 @@ enum Command {
     Rollback,
     /// Run the agent: follow the spool, repair drift on a timer (under systemd: Type=notify)
     Daemon,
+    /// Consolidate the object store into one pack, trim the bundle cache, compact the history
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
     /// List deployments and the drift repairs they made
     History {
         #[arg(long)]
@@ -185,6 +190,21 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         crate::lock::never_wait();
     }
     let config = load_config(&cli.config)?;
+    // A process killed inside a write in rollback-journal mode (switching the journal mode at
+    // open or at close) leaves a hot journal only a writer may roll back; every reader,
+    // `check_mirror` first, would refuse the database until one does.
+    let reads_only = matches!(
+        cli.command,
+        Command::Status { .. }
+            | Command::Plan { .. }
+            | Command::Verify { .. }
+            | Command::History { .. }
+            | Command::Export { .. }
+    );
+    if !reads_only {
+        crate::store::roll_back_hot_journal(&config.state.dir)
+            .map_err(|e| Failure::Failed(e.into()))?;
+    }
     // Before any command trusts the high-water mark: a floor file ahead of the database is
     // taken only when the commit it names is signed by an allowed signer.
     intake::check_mirror(&config)?;
@@ -278,6 +298,9 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             if let Some(note) = &exported.note {
                 eprintln!("outpost: {note}");
             }
+            if let Some(warning) = &exported.warning {
+                eprintln!("outpost: warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { path, json } => {
@@ -308,6 +331,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Command::Apply => run_apply(&config, Goal::Newest),
         Command::Rollback => run_apply(&config, Goal::Rollback),
         Command::History { json, limit } => run_history(&config, *json, *limit),
+        Command::Gc { json } => run_gc(&config, *json),
         Command::Daemon => {
             let policy = load_policy(&config)?;
             crate::daemon::run(&cli.config, config, policy).map_err(Failure::Failed)?;
@@ -412,6 +436,63 @@ fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
         "{}{verb} {commit}: {}{repairs}\n",
         applied.shown,
         crate::status::count(applied.steps as u64, "step")
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_gc(config: &Config, json: bool) -> Result<ExitCode, Failure> {
+    let fault = std::env::var(crate::gc::FAULT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let done = crate::gc::gc(config, fault).map_err(|e| match e {
+        crate::gc::GcError::Store(StoreError::Newer { .. }) => Failure::Usage(e.into()),
+        e => Failure::Failed(e.into()),
+    })?;
+    if json {
+        let text = serde_json::to_string_pretty(&done)
+            .context("cannot encode the gc report")
+            .map_err(Failure::Failed)?;
+        say(&format!("{text}\n"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
+    let o = &done.objects;
+    say(&format!(
+        "objects   {} packs, {} -> {} packs, {}; {} objects reachable from {} kept commits written{}\n",
+        o.packs_before,
+        size(o.bytes_before),
+        o.packs_after,
+        size(o.bytes_after),
+        o.objects_written,
+        done.kept_commits,
+        if o.loose_removed > 0 {
+            format!(", {} loose objects removed", o.loose_removed)
+        } else {
+            String::new()
+        }
+    ));
+    let b = &done.bundle_cache;
+    say(&format!(
+        "bundles   {} dropped from the cache ({})\n",
+        b.bundles,
+        size(b.bytes)
+    ));
+    if let Some(needed) = b.over_budget {
+        say(&format!(
+            "          the bundles export needs take {}, more than state.bundle_cache ({}); they are kept\n",
+            size(needed),
+            size(config.state.bundle_cache.as_u64())
+        ));
+    }
+    let h = &done.history;
+    say(&format!(
+        "history   {} deployments, {} events, {} bundle verdicts compacted\n",
+        h.deployments, h.events, h.bundle_verdicts
+    ));
+    say(&format!(
+        "database  {} -> {}\n",
+        size(done.database_bytes_before),
+        size(done.database_bytes_after)
     ));
     Ok(ExitCode::SUCCESS)
 }

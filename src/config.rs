@@ -95,6 +95,18 @@ pub struct HostConfig {
 pub struct StateConfig {
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// How many bytes of received bundles are cached for `export`. The newest full bundle and
+    /// every incremental one after it are kept whatever this says; older ones go first.
+    #[serde(default = "default_bundle_cache")]
+    pub bundle_cache: ByteSize,
+    /// How many of the newest successfully deployed commits keep their objects and their
+    /// deployment, so `rollback` (and the automatic rollback) can go back to each.
+    #[serde(default = "default_keep_deployments")]
+    pub keep_deployments: usize,
+    /// How many deployments `history` keeps (with their events); older ones are compacted
+    /// into counts.
+    #[serde(default = "default_keep_history")]
+    pub keep_history: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +190,15 @@ fn default_root() -> PathBuf {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/outpost")
 }
+fn default_bundle_cache() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_keep_deployments() -> usize {
+    10
+}
+fn default_keep_history() -> usize {
+    1000
+}
 fn default_branch() -> String {
     "main".to_owned()
 }
@@ -251,6 +272,9 @@ impl Default for StateConfig {
     fn default() -> Self {
         Self {
             dir: default_state_dir(),
+            bundle_cache: default_bundle_cache(),
+            keep_deployments: default_keep_deployments(),
+            keep_history: default_keep_history(),
         }
     }
 }
@@ -351,6 +375,18 @@ impl Config {
                 bad.display()
             ));
         }
+        if self.state.keep_deployments == 0 {
+            return Err(
+                "state.keep_deployments must be at least 1: the deployed commit is always kept"
+                    .to_owned(),
+            );
+        }
+        if self.state.keep_history < self.state.keep_deployments {
+            return Err(format!(
+                "state.keep_history ({}) must be at least state.keep_deployments ({}): the deployments rollback needs are history too",
+                self.state.keep_history, self.state.keep_deployments
+            ));
+        }
         if self.source.max_bundle_size.as_u64() == 0 {
             return Err("source.max_bundle_size must be greater than zero".to_owned());
         }
@@ -420,6 +456,9 @@ mod tests {
         assert_eq!(c.source.max_bundle_size, ByteSize::gib(1));
         assert_eq!(c.source.interval, Duration::from_secs(300));
         assert_eq!(c.apply.health_timeout, Duration::from_secs(60));
+        assert_eq!(c.state.bundle_cache, ByteSize::gib(1));
+        assert_eq!(c.state.keep_deployments, 10);
+        assert_eq!(c.state.keep_history, 1000);
         assert_eq!(c.spool_dir(), PathBuf::from("/var/lib/outpost/inbox"));
         assert!(!c.host_name().is_empty());
         Ok(())
@@ -542,6 +581,33 @@ mod tests {
             let text = format!("[trust]\nallowed_signers = \"a\"\n[source]\nurl = \"{url}\"\n");
             assert!(parse(&text).is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn retention_below_what_rollback_needs_is_an_error() {
+        let msg = parse("[trust]\nallowed_signers = \"a\"\n[state]\nkeep_deployments = 0\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("state.keep_deployments must be at least 1"),
+            "{msg}"
+        );
+        let msg = parse(
+            "[trust]\nallowed_signers = \"a\"\n[state]\nkeep_deployments = 20\nkeep_history = 5\n",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("state.keep_history (5) must be at least state.keep_deployments (20)"),
+            "{msg}"
+        );
+        let msg = parse("[trust]\nallowed_signers = \"a\"\n[state]\nbundle_cache = \"lots\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 4"), "{msg}");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Exported {
     pub tip: String,
     /// Said when the trusted commit is newer than any cached bundle (it came by fetch).
     pub note: Option<String>,
+    /// Said when the bundles a relay needs take more than `state.bundle_cache`.
+    pub warning: Option<String>,
 }
 
 /// Writes the bundles a host needs into `dir/outpost/`.
@@ -84,6 +86,10 @@ pub fn export(config: &Config, dir: &Path, since: Option<&str>) -> Result<Export
     })?;
     let tip = newest.tip.clone().unwrap_or_default();
     let chosen = choose(&store, &objects, &bundles, since)?;
+    let warning = crate::status::cache_warning(
+        store.cache_use()?.needed,
+        config.state.bundle_cache.as_u64(),
+    );
     let out = target_dir(dir)?;
     let mut files = Vec::new();
     for (n, bundle) in chosen.iter().enumerate() {
@@ -127,6 +133,7 @@ pub fn export(config: &Config, dir: &Path, since: Option<&str>) -> Result<Export
         files,
         tip,
         note,
+        warning,
     })
 }
 

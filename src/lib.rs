@@ -46,10 +46,11 @@
 //!   (namespace `outpost-bundle`) and of commits (namespace `git`).
 //! * [`bundle`] — the git bundle header (v2/v3), parsed by hand with bounded lines.
 //! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
-//!   ancestry, commit signatures, the tracked ref.
+//!   ancestry, commit signatures, the tracked ref; [`repo::repack`] consolidates packs.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
 //!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
-//!   the originals; the private state dir; upstream sync attempts.
+//!   the originals; the private state dir; upstream sync attempts; retention (the bundle cache
+//!   budget, history compaction, space given back).
 //! * [`intake`] — import and verify of bundle files and directories (a mounted stick);
 //!   `intake::spool` decides when a dropped bundle has arrived whole; upstream sync
 //!   ([`intake::sync`]): the tracked branch fetched from `source.url` with gix into a
@@ -68,6 +69,8 @@
 //!   their process group killed, their output bounded ([`units::child`]).
 //! * [`report`] — the host report written onto a stick (`outpost/reports/<host>.json`).
 //! * [`export`] — relaying: the cached signed bundles another host needs, written as received.
+//! * [`gc`] — storage bounded for years: `outpost gc`, and the same steps after imports, fetches
+//!   and deployments (repack, bundle cache, history).
 //! * [`status`] — what `outpost status` reports, as a serde type.
 //! * [`text`] — what reaches a person: control characters escaped, times formatted totally.
 //! * [`lock`] — the exclusive lock in the state dir held by commands that change anything.
@@ -93,7 +96,13 @@
 //! * The floor mirror is evidence: ahead of the database, it is used only once the commit it
 //!   names is found signed by an allowed signer (`intake::check_mirror`, before every command).
 //! * What reaches a person goes through [`text`]: control characters escaped, times total.
-//! * `verify`, `plan` and `status` write nothing to the state dir or the host.
+//! * `verify`, `plan` and `status` write nothing to the state dir or the host; neither does an
+//!   `apply` that finds nothing to do (it reads the database read-only).
+//! * Every object the kept commits reach (the trusted commit, the newest `keep_deployments`
+//!   good deployed commits, a running deployment's target) stays in a pack with an index at
+//!   every moment of a repack: the new pack is durable before an old one is removed.
+//! * The bundle cache always holds the newest full bundle and every bundle after it;
+//!   compaction never drops a running deployment nor one rollback needs.
 //! * Architecture invariant: `plan` does no I/O; only `apply::fs` writes under the host root,
 //!   and it never follows a symlink on a host path.
 //! * A deployment is journalled before its first host change; every file is replaced
@@ -119,6 +128,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod gc;
 pub mod host;
 pub mod intake;
 pub mod lock;

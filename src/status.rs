@@ -5,7 +5,8 @@
 //! `rejected` (`source`, `reason`, `at`), `sync` (`url`, `last_success`, `last_error`, each
 //! with `at`, `outcome`, `tip`, `bytes`, `duration_ms`, `error`), `bad` (commits marked bad:
 //! `commit`, `check`, `output`, `reason`, `at`) and `units` (each declared unit: `name`,
-//! `active`, `enabled`, `drifted`, `state`). Times are RFC 3339 in UTC.
+//! `active`, `enabled`, `drifted`, `state`) and `storage` (what the state dir takes: see
+//! [`Storage`]). Times are RFC 3339 in UTC.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,6 +50,94 @@ pub struct Status {
     pub spool: Vec<crate::intake::spool::Pending>,
     /// Upstream sync: the configured URL and the newest successful and failed attempts.
     pub sync: SyncStatus,
+    /// What the state dir takes on disk.
+    pub storage: Storage,
+}
+
+/// The size of the state dir's parts, bytes and counts.
+#[derive(Debug, Default, Serialize)]
+pub struct Storage {
+    /// `outpost.db` with its write-ahead log.
+    pub database_bytes: u64,
+    /// Everything under `objects/`.
+    pub objects_bytes: u64,
+    /// Packs in `objects/pack` (`outpost gc` makes them one).
+    pub packs: u64,
+    /// Loose objects (outpost writes none; `outpost gc` packs them).
+    pub loose_objects: u64,
+    /// Signed bundles kept in the database for `export`.
+    pub cached_bundles: u64,
+    pub cached_bundle_bytes: u64,
+    /// `state.bundle_cache`.
+    pub bundle_cache_budget: u64,
+    /// Bytes of the cached bundles export needs: the newest full bundle and those after it.
+    pub bundle_cache_needed: u64,
+    /// Said when the bundles export needs do not fit `state.bundle_cache`.
+    pub bundle_cache_warning: Option<String>,
+    /// Deployments `history` keeps, and recorded in all (compacted ones counted).
+    pub deployments: u64,
+    pub deployments_total: u64,
+    pub events: u64,
+    pub events_total: u64,
+}
+
+/// Measures the state dir without writing anything.
+pub fn storage(config: &Config, store: Option<&Store>) -> Result<Storage, StoreError> {
+    let dir = &config.state.dir;
+    let objects = dir.join("objects");
+    let mut out = Storage {
+        database_bytes: crate::gc::database_bytes(dir),
+        bundle_cache_budget: config.state.bundle_cache.as_u64(),
+        ..Storage::default()
+    };
+    let mut stack = vec![objects.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            out.objects_bytes += meta.len();
+            let parent = d.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if d.parent() == Some(objects.join("objects").as_path())
+                && parent.len() == 2
+                && parent.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                out.loose_objects += 1;
+            }
+        }
+    }
+    out.packs =
+        crate::repo::repack::packs(&objects.join("objects/pack")).map_or(0, |p| p.len() as u64);
+    if let Some(store) = store {
+        let cache = store.cache_use()?;
+        out.cached_bundles = cache.bundles;
+        out.cached_bundle_bytes = cache.bytes;
+        out.bundle_cache_needed = cache.needed;
+        out.bundle_cache_warning = cache_warning(cache.needed, out.bundle_cache_budget);
+        let counts = store.history_counts()?;
+        out.deployments = counts.deployments;
+        out.deployments_total = counts.deployments_total;
+        out.events = counts.events;
+        out.events_total = counts.events_total;
+    }
+    Ok(out)
+}
+
+/// What to say when the bundles export needs take more than the budget.
+pub fn cache_warning(needed: u64, budget: u64) -> Option<String> {
+    let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
+    (needed > budget).then(|| {
+        format!(
+            "the newest full bundle and the incremental bundles after it take {}, more than state.bundle_cache ({}); they are kept so export can bring an empty host up, raise the budget or import a newer full bundle",
+            size(needed),
+            size(budget)
+        )
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -272,6 +361,7 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         Some(s) => units(config, s)?,
         None => (Vec::new(), None),
     };
+    let storage = storage(config, store.as_ref())?;
     let sync = SyncStatus {
         url: config.source.url.clone(),
         last_success: match &store {
@@ -321,6 +411,7 @@ pub fn gather(config: &Config) -> Result<Status, StoreError> {
         rejected_total,
         spool: crate::intake::spool::pending(&config.spool_dir()),
         sync,
+        storage,
     })
 }
 
@@ -620,6 +711,7 @@ impl fmt::Display for Status {
                 )?;
             }
         }
+        self.storage.fmt(f)?;
         writeln!(f, "rejected  {}", self.rejected.len())?;
         for r in &self.rejected {
             let times = if r.count > 1 {
@@ -631,6 +723,41 @@ impl fmt::Display for Status {
             writeln!(f, "            {}", Escaped(&r.reason))?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = |b: u64| bytesize::ByteSize(b).display().iec().to_string();
+        writeln!(
+            f,
+            "storage   database {}, objects {} in {}{}",
+            size(self.database_bytes),
+            size(self.objects_bytes),
+            count(self.packs, "pack"),
+            if self.loose_objects > 0 {
+                format!(" and {}", count(self.loose_objects, "loose object"))
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(
+            f,
+            "          bundle cache {} of {} (state.bundle_cache)",
+            size(self.cached_bundle_bytes),
+            size(self.bundle_cache_budget)
+        )?;
+        if let Some(warning) = &self.bundle_cache_warning {
+            writeln!(f, "          WARNING {warning}")?;
+        }
+        writeln!(
+            f,
+            "          history {} of {} kept, {} of {}",
+            self.deployments,
+            count(self.deployments_total, "deployment"),
+            self.events,
+            count(self.events_total, "event")
+        )
     }
 }
 

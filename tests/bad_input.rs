@@ -477,7 +477,7 @@ fn database_from_a_newer_outpost_is_refused() -> Result {
     fleet.commit("a", "2")?;
     let path = fleet.bundle("next.bundle", &["main"])?;
     let expected = format!(
-        "outpost: error: database {} was written by a newer outpost (schema 99, this binary knows up to 7); upgrade outpost",
+        "outpost: error: database {} was written by a newer outpost (schema 99, this binary knows up to 8); upgrade outpost",
         fleet.state().join("outpost.db").display()
     );
     for args in [vec!["import", path.to_str().ok_or("path")?], vec!["status"]] {

@@ -24,6 +24,7 @@ mod rollback;
 mod secrets;
 mod state;
 mod stock_bundles;
+mod storage;
 mod sync;
 mod time_floor;
 mod unit_manifest;

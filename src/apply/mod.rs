@@ -317,6 +317,10 @@ pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, App
     // Creates the state dir, private, when it is missing.
     let _lock = lock::acquire(state, lock::WAIT)?;
     let started = std::time::Instant::now();
+    if let Some(nothing) = unchanged(config, goal)? {
+        tracing::debug!(elapsed = ?started.elapsed(), "nothing to do (read-only)");
+        return Ok(nothing);
+    }
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
     let mut fs = HostFs::open(&config.host.root)?;
@@ -340,10 +344,40 @@ pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, App
         });
     }
     let applied = converge(config, &store, &mut fs, goal, fault_after);
-    let mut applied = after_gate(config, &store, &mut fs, applied.map(Some), faults.rollback)?
-        .ok_or(ApplyError::NothingTrusted)?;
+    let applied = after_gate(config, &store, &mut fs, applied.map(Some), faults.rollback);
+    let nothing = matches!(&applied, Ok(Some(a)) if a.kind == "none");
+    if !nothing || resumed.is_some() {
+        crate::gc::after_deployment(config, &store);
+    }
+    let mut applied = applied?.ok_or(ApplyError::NothingTrusted)?;
     applied.resumed = resumed.map(Box::new);
     Ok(applied)
+}
+
+/// The hot path of a reconcile that finds nothing to do, read-only: no write to the state dir
+/// (flash wear), no integrity check of the whole database. Taken only when the database needs
+/// nothing of a writer (its schema current, its mirror in step, no deployment interrupted)
+/// and the inventory's stat cache says the host is as deployed; `None` sends the caller the
+/// writing way.
+fn unchanged(config: &Config, goal: Goal) -> Result<Option<Applied>, ApplyError> {
+    if goal != Goal::Newest {
+        return Ok(None);
+    }
+    // Anything a reader cannot do (an older schema, a hot journal a crash left for a writer
+    // to roll back) is the writer's job.
+    let store = match Store::open_read_only(&config.state.dir) {
+        Ok(Some(store)) => store,
+        Err(e @ StoreError::Newer { .. }) => return Err(e.into()),
+        Ok(None) | Err(_) => return Ok(None),
+    };
+    if !store.settled()? || store.interrupted_deployment()?.is_some() {
+        return Ok(None);
+    }
+    let mut fs = HostFs::open(&config.host.root)?;
+    Ok(match fast_check(config, &store, &mut fs)? {
+        Fast::Clean(planned) => Some(Applied::nothing(planned.commit.to_string(), planned.note)),
+        _ => None,
+    })
 }
 
 /// After a deployment of a new commit failed its health gate (and was recorded failed, its

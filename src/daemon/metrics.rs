@@ -115,6 +115,37 @@ pub fn render(status: &Status, now: u64) -> String {
             now.saturating_sub(t),
         );
     }
+    let s = &status.storage;
+    gauge(
+        "outpost_state_database_bytes",
+        "Size of outpost.db and its write-ahead log.",
+        s.database_bytes,
+    );
+    gauge(
+        "outpost_state_objects_bytes",
+        "Size of the object store (objects/).",
+        s.objects_bytes,
+    );
+    gauge(
+        "outpost_state_packs",
+        "Packs in the object store; outpost gc makes them one.",
+        s.packs,
+    );
+    gauge(
+        "outpost_cached_bundles",
+        "Signed bundles cached for export.",
+        s.cached_bundles,
+    );
+    gauge(
+        "outpost_cached_bundle_bytes",
+        "Bytes of the bundles cached for export.",
+        s.cached_bundle_bytes,
+    );
+    gauge(
+        "outpost_bundle_cache_over_budget",
+        "1 when the bundles export needs do not fit state.bundle_cache.",
+        u64::from(s.bundle_cache_warning.is_some()),
+    );
     out
 }
 
@@ -146,7 +177,7 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Deployed, Drift, LastDeployment, SyncEntry, SyncStatus};
+    use crate::status::{Deployed, Drift, LastDeployment, Storage, SyncEntry, SyncStatus};
 
     fn status() -> Status {
         Status {
@@ -189,6 +220,15 @@ mod tests {
                 url: Some("git://fleet.example.com/fleet.git".into()),
                 last_success: Some(entry(1_800_000_000, "up-to-date")),
                 last_error: Some(entry(1_800_000_100, "refused")),
+            },
+            storage: Storage {
+                database_bytes: 4096,
+                objects_bytes: 8192,
+                packs: 2,
+                cached_bundles: 3,
+                cached_bundle_bytes: 1000,
+                bundle_cache_warning: Some("over".into()),
+                ..Storage::default()
             },
         }
     }
@@ -237,6 +277,12 @@ mod tests {
                 1_800_000_000.0,
             ),
             ("outpost_upstream_contact_age_seconds", 60.0),
+            ("outpost_state_database_bytes", 4096.0),
+            ("outpost_state_objects_bytes", 8192.0),
+            ("outpost_state_packs", 2.0),
+            ("outpost_cached_bundles", 3.0),
+            ("outpost_cached_bundle_bytes", 1000.0),
+            ("outpost_bundle_cache_over_budget", 1.0),
         ];
         let want: Vec<(String, f64)> = want.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect();
         assert_eq!(got, want);

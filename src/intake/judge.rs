@@ -146,6 +146,9 @@ impl From<RepoError> for Fault {
             | RepoError::Init { .. }
             | RepoError::Quarantine { .. }
             | RepoError::Promote { .. }
+            | RepoError::Repack { .. }
+            | RepoError::RepackFailed { .. }
+            | RepoError::KeptMissing { .. }
             | RepoError::UpdateRef { .. } => Self::Host(e.into()),
             RepoError::IndexPack { .. }
             | RepoError::ObjectTooBig { .. }
@@ -236,6 +239,7 @@ fn judge_staged(ctx: &Context<'_>, staged: Staged, learnt: &mut Learnt) -> Resul
             refs: header.ref_names(),
         })?;
     learnt.record.tip = Some(tip.to_string());
+    learnt.record.prerequisites = Some(header.prerequisites.len() as u64);
     let mut quarantine = Quarantine::new(ctx.staging, ctx.objects)?;
     if let Some(&oid) = header
         .prerequisites

@@ -5,7 +5,9 @@
 //! object store, its verdict and the new high-water mark recorded in one transaction, and the
 //! tracked ref moved last. Bundles of one import are ordered by their prerequisites: one whose
 //! prerequisite is missing waits until the others were tried, so an incremental bundle applies
-//! after its base whatever the file names say.
+//! after its base whatever the file names say. After an import that accepted something, the
+//! bundle cache is trimmed and the object store repacked when it holds many packs
+//! ([`crate::gc::after_intake`]).
 //!
 //! Upstream sync (`sync`, module `sync`) fetches the tracked branch from `source.url` through
 //! `remote` and judges the fetched tip with the same `judge::judge_tip` as a bundle's tip.
@@ -308,6 +310,12 @@ pub fn import(
         pending = waiting;
     }
     drop(ctx);
+    if reports
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Accepted { .. }))
+    {
+        crate::gc::after_intake(config, &store);
+    }
     std::fs::remove_dir_all(&staging).map_err(|source| IntakeError::Staging {
         path: staging.clone(),
         source,

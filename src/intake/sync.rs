@@ -151,6 +151,10 @@ pub fn sync(config: &Config, policy: &TrustPolicy) -> Result<SyncReport, IntakeE
     };
     attempt.duration_ms = elapsed_ms(started);
     let outcome = settle(&store, &objects, &tracked_ref, &attempt, judged)?;
+    if matches!(outcome, SyncOutcome::Accepted { .. }) {
+        drop(objects);
+        crate::gc::after_intake(config, &store);
+    }
     let report = report(&attempt, outcome);
     if let SyncOutcome::Refused { reason: why, .. } | SyncOutcome::Failed { error: why } =
         &report.outcome

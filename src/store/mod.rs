@@ -10,6 +10,7 @@
 
 mod deploy;
 pub mod floor;
+mod retention;
 mod secure;
 mod sync;
 
@@ -17,6 +18,7 @@ pub use deploy::{
     BadCommit, BadMark, Begin, DeployEvent, Deployment, Describes, Finish, Interrupted,
     InventoryRow, JournalStep, Keep, Meta, OpenContent, Original, OriginalContent, StatCache,
 };
+pub use retention::{CacheUse, Compacted, HistoryCounts, Trimmed};
 pub use secure::prepare_state_dir;
 pub use sync::SyncAttempt;
 
@@ -89,6 +91,7 @@ const MIGRATIONS: &[M] = &[
     M::up(sync::MIGRATION),
     M::up(deploy::ORIGINAL_CHUNKS),
     M::up(deploy::SERVICES),
+    M::up(retention::MIGRATION),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,8 @@ pub struct BundleRecord {
     pub signer: Option<String>,
     pub fingerprint: Option<String>,
     pub tip: Option<String>,
+    /// How many prerequisites its header lists (0: a full bundle), once the header was read.
+    pub prerequisites: Option<u64>,
 }
 
 /// A cached bundle as `status` lists it.
@@ -248,6 +253,27 @@ pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Rolls back the transaction a killed writer left in `outpost.db-journal`, if there is one:
+/// opening the database for writing and reading from it is what makes SQLite do it.
+pub fn roll_back_hot_journal(state_dir: &Path) -> Result<(), StoreError> {
+    let path = state_dir.join(DB_FILE);
+    if !state_dir.join(format!("{DB_FILE}-journal")).exists() {
+        return Ok(());
+    }
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let conn =
+        Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(open_err)?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating) the database for writing: migrations, integrity check, and the
     /// high-water mark reconciled with its mirror.
@@ -261,9 +287,11 @@ impl Store {
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // Large pages suit the bundle chunks; SQLite takes this only while the file is new.
-        conn.pragma_update(None, "page_size", 65536)
-            .map_err(open_err)?;
+        // Small pages: every page a write touches is written twice (log, then database), so
+        // the page size is what a small change costs the flash. Space freed by dropped bundles
+        // and compacted history is given back to the filesystem (`retention`). SQLite takes
+        // both at once only on a new file; an older database is rewritten once.
+        retention::reshape(&conn).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -292,6 +320,7 @@ impl Store {
     }
 
     /// Opens an existing database without writing anything; `None` when there is none yet.
+    /// A hot journal a killed writer left makes this fail until [`roll_back_hot_journal`].
     pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>, StoreError> {
         let path = state_dir.join(DB_FILE);
         if !path.exists() {
@@ -483,7 +512,7 @@ impl Store {
     pub fn cached_bundles(&self) -> Result<Vec<CachedBundle>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT sha256, size, source, received, verdict, signer, tip FROM bundles
-             WHERE verdict = 'accepted' ORDER BY id DESC",
+             WHERE verdict = 'accepted' AND evicted IS NULL ORDER BY id DESC",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(CachedBundle {
@@ -539,13 +568,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// How many commits are marked bad, and how many times bundles were refused in all.
+    /// How many commits are marked bad, and how many times bundles were refused in all (those
+    /// whose records were compacted away included).
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let bad: i64 = self
             .conn
             .query_row("SELECT count(*) FROM bad_commits", [], |r| r.get(0))?;
         let refused: i64 = self.conn.query_row(
-            "SELECT coalesce(sum(count), 0) FROM bundles WHERE verdict = 'rejected'",
+            "SELECT coalesce(sum(count), 0)
+                 + coalesce((SELECT count FROM compacted WHERE what = 'refusals'), 0)
+             FROM bundles WHERE verdict = 'rejected'",
             [],
             |r| r.get(0),
         )?;
@@ -563,11 +595,12 @@ impl Store {
         Ok(t.flatten().map(to_u64))
     }
 
-    /// Accepted bundles whose bytes are cached, oldest first, with their signatures.
+    /// Accepted bundles whose bytes are cached (not dropped for `state.bundle_cache`), oldest
+    /// first, with their signatures.
     pub fn accepted_bundles(&self) -> Result<Vec<AcceptedBundle>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, sha256, size, signature, tip FROM bundles
-             WHERE verdict = 'accepted' AND sha256 IS NOT NULL ORDER BY id",
+             WHERE verdict = 'accepted' AND sha256 IS NOT NULL AND evicted IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(AcceptedBundle {
@@ -613,8 +646,10 @@ impl Store {
     /// The bytes of a cached bundle, concatenated (tests and export).
     pub fn bundle_bytes(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT c.data FROM bundle_chunks c JOIN bundles b ON b.id = c.bundle_id
-             WHERE b.sha256 = ?1 AND b.verdict = 'accepted' ORDER BY c.seq",
+            "SELECT c.data FROM bundle_chunks c
+             WHERE c.bundle_id = (SELECT id FROM bundles WHERE sha256 = ?1 AND verdict = 'accepted'
+                                  AND evicted IS NULL ORDER BY id DESC LIMIT 1)
+             ORDER BY c.seq",
         )?;
         let mut rows = stmt.query([sha256])?;
         let mut out: Option<Vec<u8>> = None;
@@ -726,8 +761,8 @@ fn insert_bundle(
     reason: Option<&str>,
 ) -> Result<i64, StoreError> {
     conn.execute(
-        "INSERT INTO bundles (sha256, size, signature, signer, fingerprint, source, received, verdict, reason, tip)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO bundles (sha256, size, signature, signer, fingerprint, source, received, verdict, reason, tip, prerequisites)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             b.sha256,
             b.size.map(to_i64),
@@ -738,7 +773,8 @@ fn insert_bundle(
             to_i64(now()),
             verdict,
             reason,
-            b.tip
+            b.tip,
+            b.prerequisites.map(to_i64)
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -852,7 +888,7 @@ mod tests {
         Connection::open(dir.path().join(DB_FILE))?.pragma_update(None, "user_version", 99)?;
         let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
         assert!(
-            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 7)"),
+            msg.contains("was written by a newer outpost (schema 99, this binary knows up to 8)"),
             "{msg}"
         );
         Ok(())

@@ -14,6 +14,8 @@ use std::sync::atomic::AtomicBool;
 use gix::ObjectId;
 use gix::refs::transaction::PreviousValue;
 
+pub mod repack;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
     #[error("cannot open the object store at {path}")]
@@ -48,6 +50,19 @@ pub enum RepoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot repack the object store: {path}")]
+    Repack {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot repack the object store {path}: {message}; nothing was removed, run `git fsck` on it"
+    )]
+    RepackFailed { path: PathBuf, message: String },
+    #[error(
+        "commit {commit}, which a kept deployment or the trusted commit needs, is not in the object store; gc removed nothing, import a bundle that holds it"
+    )]
+    KeptMissing { commit: ObjectId },
     #[error("cannot update {name} to {oid}: {message}")]
     UpdateRef {
         name: String,
@@ -484,7 +499,10 @@ impl Quarantine {
         }
         outside.sort_unstable();
         outside.dedup();
-        let in_store = |id: &ObjectId| store.is_some_and(|s| s.repo.has_object(*id));
+        // Looked up through the quarantine, which sees the store by its alternates and was
+        // opened for this bundle: a store handle opened before many packs were promoted (a
+        // long import) has no slots left to see the newest ones.
+        let in_store = |id: &ObjectId| store.is_some() && self.repo.has_object(*id);
         match outside.into_iter().find(|id| !in_store(id)) {
             Some(missing) => Err(RepoError::Incomplete { tip, missing }),
             None => Ok(()),
