@@ -35,7 +35,7 @@ mod error;
 mod write;
 
 pub use error::FsError;
-use write::{check_replaceable, create_temp, fill, rename_into_place};
+use write::{check_replaceable, create_temp, fill, open_temp, rename_into_place};
 
 /// How many open directories a [`HostFs`] keeps.
 pub const MAX_CACHED_DIRS: usize = 256;
@@ -331,15 +331,7 @@ impl HostFs {
         let parent = self.parent(path)?;
         let name = file_name(path);
         check_replaceable(parent, name, path)?;
-        let (temp, fd) = create_temp(path, |temp| {
-            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-            open_beneath(
-                parent,
-                Path::new(temp),
-                flags,
-                Mode::S_IRUSR | Mode::S_IWUSR,
-            )
-        })?;
+        let (temp, fd) = open_temp(parent, path)?;
         let placed = fill(&fd, path, source, mode, owner, extras, true)
             .and_then(|()| rename_into_place(parent, &temp, name, path));
         if let Err(e) = placed {
@@ -367,15 +359,7 @@ impl HostFs {
         let parent = self.parent(path)?;
         let name = file_name(path);
         check_replaceable(parent, name, path)?;
-        let (temp, fd) = create_temp(path, |temp| {
-            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-            open_beneath(
-                parent,
-                Path::new(temp),
-                flags,
-                Mode::S_IRUSR | Mode::S_IWUSR,
-            )
-        })?;
+        let (temp, fd) = open_temp(parent, path)?;
         let filled = fill(
             &fd,
             path,

@@ -76,6 +76,22 @@ pub(super) fn create_temp<T>(
     }
 }
 
+/// Creates a new private temporary file beside `path` in its directory `parent`.
+pub(super) fn open_temp(
+    parent: BorrowedFd<'_>,
+    path: &HostPath,
+) -> Result<(OsString, OwnedFd), FsError> {
+    create_temp(path, |temp| {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        open_beneath(
+            parent,
+            Path::new(temp),
+            flags,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+    })
+}
+
 /// Writes, chowns, chmods and sets the extras of the open temporary file, and fsyncs it when
 /// `sync` (a batch is made durable together instead: [`HostFs::commit_staged`]).
 pub(super) fn fill(
