@@ -96,3 +96,69 @@ fn key_validity_is_judged_against_the_time_floor() -> Result {
     assert!(run.stdout.contains("expired"), "{}", run.stdout);
     Ok(())
 }
+
+/// A writer killed inside a transaction in rollback-journal mode leaves a hot journal (outpost
+/// switches the journal mode at open and close). The next command that writes rolls it back:
+/// the half-written transaction is gone, the database is sound, and every command works again.
+#[test]
+fn a_hot_journal_a_killed_writer_left_is_rolled_back_by_the_next_writer() -> Result {
+    let fleet = Fleet::new()?;
+    fleet.publish(&[
+        (
+            "outpost.toml",
+            "[[file]]\npath = \"/etc/a.conf\"\nsource = \"a\"\n",
+        ),
+        ("a", "1\n"),
+    ])?;
+    fleet.ok(&["apply"])?;
+    let db = fleet.state().join("outpost.db");
+    // Enough modified pages for a tiny cache to spill them into the database file before the
+    // process dies without committing.
+    let script = r#"
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+c.execute("PRAGMA cache_size=1")
+c.execute("BEGIN IMMEDIATE")
+for i in range(200):
+    c.execute("INSERT INTO events (at, kind, subject, message) VALUES (0, 'half-written', 'x', ?)", ("y" * 3000,))
+os._exit(9)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = fleet.state().join("outpost.db-journal");
+    assert!(journal.exists(), "the killed writer left its journal");
+    // A reader cannot roll it back: status refuses until a writer has.
+    let status = fleet.outpost(&["status"])?;
+    assert_eq!(status.code, 1, "{}{}", status.stdout, status.stderr);
+    assert_eq!(
+        status.stderr.trim_end(),
+        format!(
+            "outpost: error: database {} holds a transaction a killed writer left unfinished (outpost.db-journal); a command that writes rolls it back: run `outpost apply`, or wait for the daemon's next step",
+            db.display()
+        )
+    );
+
+    fleet.ok(&["apply"])?;
+    assert!(!journal.exists(), "the hot journal was rolled back");
+    let conn = rusqlite::Connection::open(&db)?;
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(check, "ok");
+    let half: i64 = conn.query_row(
+        "SELECT count(*) FROM events WHERE kind = 'half-written'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(half, 0, "the uncommitted rows are gone");
+    drop(conn);
+    assert!(fleet.deployed()?.is_some());
+    Ok(())
+}

@@ -106,6 +106,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "database {} holds a transaction a killed writer left unfinished ({DB_FILE}-journal); a command that writes rolls it back: run `outpost apply`, or wait for the daemon's next step",
+        crate::text::path(path)
+    )]
+    HotJournal { path: PathBuf },
     #[error("cannot open database {path}")]
     Open {
         path: PathBuf,
@@ -333,7 +338,12 @@ impl Store {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        check_version(&Migrations::from_slice(MIGRATIONS), &conn, &path, false)?;
+        let checked = check_version(&Migrations::from_slice(MIGRATIONS), &conn, &path, false);
+        if checked.is_err() && state_dir.join(format!("{DB_FILE}-journal")).exists() {
+            // Only a writer may roll a hot journal back; a reader fails on the first read.
+            return Err(StoreError::HotJournal { path });
+        }
+        checked?;
         Ok(Some(Self {
             conn,
             dir: state_dir.to_owned(),
