@@ -458,7 +458,7 @@ fn units(config: &Config, store: &Store) -> Result<(Vec<UnitStatus>, Option<Stri
     let out = declared
         .iter()
         .map(|unit| {
-            let state = states.get(&unit.name).cloned().unwrap_or_default();
+            let state = crate::units::state_of(&states, &unit.name);
             let lookup = |_: &str| state.clone();
             let steps = crate::plan::units::after_files(
                 std::slice::from_ref(unit),

@@ -158,7 +158,7 @@ pub fn plan_units(
 pub fn units_drifted(backend: &mut Backend<'_>, declared: &[Unit]) -> Result<bool, UnitError> {
     let names: Vec<String> = declared.iter().map(|u| u.name.clone()).collect();
     let observed = backend.states(&names)?;
-    let state = |name: &str| observed.get(name).cloned().unwrap_or_default();
+    let state = |name: &str| crate::units::state_of(&observed, name);
     let steps = units::after_files(declared, &state, &BTreeMap::new(), &BTreeSet::new());
     Ok(!steps.is_empty())
 }
@@ -205,13 +205,7 @@ pub fn after_files(
         error,
         journal: String::new(),
     })?;
-    let state = |name: &str| {
-        observed.get(name).cloned().unwrap_or_else(|| UnitState {
-            name: name.to_owned(),
-            load: "not-found".to_owned(),
-            ..UnitState::default()
-        })
-    };
+    let state = |name: &str| crate::units::state_of(&observed, name);
     let stopped: BTreeSet<&str> = plan
         .units
         .iter()

@@ -150,14 +150,7 @@ pub fn decide(
     restart: &BTreeMap<String, HostPath>,
 ) -> Vec<UnitStep> {
     let mut out = Vec::new();
-    let state = |name: &str| {
-        observed.get(name).cloned().unwrap_or_else(|| UnitState {
-            name: name.to_owned(),
-            load: "not-found".to_owned(),
-            active: "inactive".to_owned(),
-            ..UnitState::default()
-        })
-    };
+    let state = |name: &str| crate::units::state_of(observed, name);
     let removed = removed_unit_files(declared, steps);
     for (unit, path) in &removed {
         let now = state(unit);

@@ -40,6 +40,17 @@ pub struct UnitState {
     pub file_state: String,
 }
 
+/// The state of `name` in `observed` (one `systemctl show`); a unit systemd did not describe
+/// counts as not found.
+pub fn state_of(observed: &std::collections::BTreeMap<String, UnitState>, name: &str) -> UnitState {
+    observed.get(name).cloned().unwrap_or_else(|| UnitState {
+        name: name.to_owned(),
+        load: "not-found".to_owned(),
+        active: "inactive".to_owned(),
+        ..UnitState::default()
+    })
+}
+
 impl UnitState {
     /// Running, or reloading while running.
     pub fn is_active(&self) -> bool {
