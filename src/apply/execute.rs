@@ -256,32 +256,16 @@ fn steps(
                 batch.commit(fs, progress, false)?;
                 std::process::abort();
             }
-            if let Action::Write {
-                blob: id,
-                mode,
-                owner,
-                group,
-                ..
-            } = &step.action
-            {
-                let bytes = blob(objects, *id, &step.path)?;
-                let size = bytes.len() as u64;
-                let staged =
-                    fs.stage_file(&step.path, &bytes, *mode, Some((owner.uid, group.gid)))?;
-                drop(bytes);
-                batch.files.push(staged);
-                batch.bytes += size;
-                if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
-                    batch.commit(fs, progress, at_barrier)?;
-                }
-                continue;
-            }
             if matches!(step.action, Action::Remove { .. } | Action::Restore) {
                 batch.commit(fs, progress, at_barrier)?;
             }
-            match execute(fs, objects, store, step)? {
-                Done::Written(stat) => {
-                    progress.written.insert(step.path.clone(), stat);
+            match execute(fs, objects, store, step, &mut batch)? {
+                Done::Staged => {
+                    if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
+                        batch.commit(fs, progress, at_barrier)?;
+                    }
+                    // Done once its batch is in place.
+                    continue;
                 }
                 Done::Removed => {
                     progress.removed.insert(step.path.clone());
@@ -753,8 +737,8 @@ fn directory_original(path: &HostPath, st: &Stat) -> Original {
 
 /// What one step did.
 enum Done {
-    /// A file was written: its stat data, for the inventory.
-    Written(Stat),
+    /// A file was written beside its destination, into the batch: done once the batch is.
+    Staged,
     /// The path is gone (a directory: it was empty).
     Removed,
     /// An original was restored, with this note for its event.
@@ -769,6 +753,7 @@ fn execute(
     objects: &ObjectStore,
     store: &Store,
     step: &Step,
+    batch: &mut Batch,
 ) -> Result<Done, ApplyError> {
     let path = &step.path;
     match &step.action {
@@ -783,12 +768,10 @@ fn execute(
             ..
         } => {
             let bytes = blob(objects, *id, path)?;
-            return Ok(Done::Written(fs.write_file(
-                path,
-                &bytes,
-                *mode,
-                Some((owner.uid, group.gid)),
-            )?));
+            let staged = fs.stage_file(path, &bytes, *mode, Some((owner.uid, group.gid)))?;
+            batch.files.push(staged);
+            batch.bytes += bytes.len() as u64;
+            return Ok(Done::Staged);
         }
         Action::Chmod { to, .. } => fs.set_mode(path, *to)?,
         Action::Chown { owner, group, .. } => fs.set_owner(path, owner.uid, group.gid)?,
