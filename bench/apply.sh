@@ -8,17 +8,17 @@
 # bench/gen-www.py), with an SSH-signed commit, bundles it and signs the bundle. The manifest
 # deploys www/ as a tree at /srv/www. SRC below is the checkout of www/. Then, with a warm page
 # cache, `sync` before every timed command, and the runs of rsync and outpost alternating (so
-# that a busy machine weighs on both alike):
+# that a busy machine weighs on both alike), RUNS runs of each command:
 #
-#   1. first copy, best of RUNS, fresh destination each time:
+#   1. first copy, fresh destination each time:
 #        rsync -a --fsync SRC/ DST/       into an empty directory
 #        rsync -a SRC/ DST/               the same without fsync, for reference
 #        outpost apply                    fresh host root and state; the import before it is
 #                                         not timed               goal: <= 1.2 x rsync --fsync
-#   2. no-op, best of RUNS, after the first copy (outpost: wait 1 s, one untimed apply that
+#   2. no-op, after the first copy (outpost: wait 1 s, one untimed apply that
 #      hashes and records the stat cache, then the timed ones):
 #        rsync -a SRC/ DST/  |  outpost apply                     goal: <= 0.5 x rsync
-#   3. drift repair, best of RUNS: the same 1% of the files (same size, new content, new mtime)
+#   3. drift repair: the same 1% of the files (same size, new content, new mtime)
 #      modified in DST and in the host root before each run:
 #        rsync -a --checksum SRC/ DST/  |  outpost apply          goal: <= 0.5 x rsync --checksum
 #   4. peak RSS (GNU time %M, the largest over the runs) of every command.
@@ -29,7 +29,8 @@
 #
 # Environment:
 #   FILES=10000 SIZE=2048      the tree: number of files, average size in bytes
-#   RUNS=3                     timed runs of each command; the best is reported
+#   RUNS=5                     timed runs of each command; the median is reported, with the
+#                              smallest and the largest as its noise
 #   OUTPOST=path               use this binary instead of building target/release/outpost
 #   NO_BUILD=1                 do not run cargo; use target/release/outpost as it is
 #   SKIP_OUTPOST=1             only build the repository and time rsync
@@ -41,7 +42,7 @@ set -euo pipefail
 
 FILES=${FILES:-10000}
 SIZE=${SIZE:-2048}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SKIP_OUTPOST=${SKIP_OUTPOST:-0}
 STRICT=${STRICT:-0}
 CACHE_VERSION=1 # bump when the way the cached repository/bundle is made changes
@@ -56,7 +57,7 @@ source "$here/lib.sh"
 TIMED_SYNC=1
 
 [[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
-[[ $SIZE =~ ^[1-9][0-9]*$ ]] && ((SIZE >= 64)) || die "SIZE must be an integer >= 64 (got '$SIZE')"
+{ [[ $SIZE =~ ^[1-9][0-9]*$ ]] && ((SIZE >= 64)); } || die "SIZE must be an integer >= 64 (got '$SIZE')"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
 for tool in git python3 ssh-keygen awk sha256sum diff sync; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -216,15 +217,15 @@ warm_src() { find "$src" -type f -exec cat {} + >/dev/null; }
 # The runs of the two sides alternate (rsync, outpost, rsync, outpost ...), so that whatever
 # else the machine is doing weighs on both alike.
 
-# measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (best and worst wall
-# seconds, largest peak RSS); prints a progress line ending with the last line CMD printed.
-declare -A best worst peak
+# measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (the wall
+# seconds of every run in order, largest peak RSS); prints a progress line ending with the last
+# line CMD printed.
+declare -A walls peak
 measure() {
     local name=$1 label=$2
     shift 2
     timed "$name" "$@"
-    best[$name]=$(min "$wall" "${best[$name]:-}")
-    worst[$name]=$(max "$wall" "${worst[$name]:-}")
+    walls[$name]="${walls[$name]:-} $wall"
     peak[$name]=$(max "$rss" "${peak[$name]:-}")
     local said=""
     [[ $name != outpost-* ]] || said="  ($(tail -n 1 "$run/$name.out"))"
@@ -246,7 +247,7 @@ for i in $(seq "$RUNS"); do
         rm -rf "$run/state"
         fresh_dir "$run/host"
         timed outpost-import "$outpost" --config "$cfg" import "$bundle"
-        best[outpost-import]=$(min "$wall" "${best[outpost-import]:-}")
+        walls[outpost-import]="${walls[outpost-import]:-} $wall"
         measure outpost-first "outpost apply" "$outpost" --config "$cfg" apply
     fi
 done
@@ -298,27 +299,38 @@ if [[ -n $outpost ]]; then
 fi
 
 # ---- report -----------------------------------------------------------------------------------------
+# med NAME, lo NAME, hi NAME: the median, the smallest and the largest wall seconds of NAME.
+med() { local -a w; read -r -a w <<<"${walls[$1]}"; awk -v m="$(median "${w[@]}")" 'BEGIN { printf "%.3f", m }'; }
+lo() { local -a w; read -r -a w <<<"${walls[$1]}"; printf '%s\n' "${w[@]}" | sort -g | head -n 1; }
+hi() { local -a w; read -r -a w <<<"${walls[$1]}"; printf '%s\n' "${w[@]}" | sort -g | tail -n 1; }
 row() { # row LABEL NAME
-    printf '  %-32s %8s %8s %9s MiB\n' "$1" "${best[$2]}" "${worst[$2]}" \
+    printf '  %-32s %8s %8s %8s %9s MiB\n' "$1" "$(med "$2")" "$(lo "$2")" "$(hi "$2")" \
         "$(awk -v k="${peak[$2]}" 'BEGIN { printf "%.1f", k / 1024 }')"
 }
 missed=0
-goal() { # goal LABEL NAME OVER-NAME LIMIT
-    local r ok
-    r=$(awk -v a="${best[$2]}" -v b="${best[$3]}" 'BEGIN { printf "%.2f", a / b }')
+# goal LABEL NAME OVER-NAME LIMIT: the ratio of the medians against LIMIT; its noise is the
+# range of the ratios of the paired runs (run i of NAME over run i of OVER-NAME, which ran
+# next to each other).
+goal() {
+    local r ok range
+    r=$(awk -v a="$(med "$2")" -v b="$(med "$3")" 'BEGIN { printf "%.2f", a / b }')
     ok=$(awk -v r="$r" -v l="$4" 'BEGIN { print (r <= l) ? "ok" : "MISSED" }')
     [[ $ok == ok ]] || missed=1
-    printf '  %-32s %8s   goal <= %-4s %s\n' "$1" "$r" "$4" "$ok"
+    range=$(awk -v a="${walls[$2]}" -v b="${walls[$3]}" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= n; i++) { r = x[i] / y[i]; if (i == 1 || r < lo) lo = r; if (i == 1 || r > hi) hi = r }
+        printf "%.2f-%.2f", lo, hi }')
+    printf '  %-32s %8s   runs %-11s goal <= %-4s %s\n' "$1" "$r" "$range" "$4" "$ok"
 }
 echo
-echo "outpost apply benchmark  (FILES=$FILES SIZE=$SIZE; best of $RUNS, warm page cache, sync before each)"
+echo "outpost apply benchmark  (FILES=$FILES SIZE=$SIZE; median of $RUNS alternating runs, warm page cache, sync before each)"
 echo "  work dir         $work ($fs_type)"
 echo "  tree             $n_files files in $n_dirs directories, $(mb "$src_bytes") -> /srv/www"
 echo "  bundle           $(mb "$bundle_bytes"), commit $tip"
 echo "  drift            $n_drift files (same size, new content and mtime)"
 echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
 echo
-printf '  %-32s %8s %8s %13s\n' "" "best s" "worst s" "peak RSS"
+printf '  %-32s %8s %8s %8s %13s\n' "" "median s" "min s" "max s" "peak RSS"
 echo "  first copy (empty destination)"
 row "  rsync -a --fsync" rsync-first-fsync
 row "  rsync -a" rsync-first
@@ -333,7 +345,7 @@ echo "  drift repair ($n_drift files)"
 row "  rsync -a --checksum" rsync-fix
 [[ -z $outpost ]] || row "  outpost apply" outpost-fix
 if [[ -n $outpost ]]; then
-    printf '  %-32s %8s\n' "outpost import (untimed)" "${best[outpost-import]}"
+    printf '  %-32s %8s\n' "outpost import (untimed)" "$(med outpost-import)"
     printf '  %-32s %8s\n' "outpost plan, clean (once)" "$plan_wall"
     echo
     goal "first: outpost / rsync --fsync" outpost-first rsync-first-fsync 1.2
@@ -342,7 +354,7 @@ if [[ -n $outpost ]]; then
 else
     echo "  (outpost skipped: SKIP_OUTPOST=1)"
 fi
-if awk -v a="${best[rsync-first]}" -v b="${best[rsync-first-fsync]}" 'BEGIN { exit !(a > b) }'; then
+if awk -v a="$(med rsync-first)" -v b="$(med rsync-first-fsync)" 'BEGIN { exit !(a > b) }'; then
     odd+=("rsync -a without fsync was slower than with it: the disk is noisy, distrust the first-copy ratio")
 fi
 if [[ ${#odd[@]} -gt 0 ]]; then
