@@ -1,34 +1,42 @@
 #!/usr/bin/env bash
-# Benchmark: `outpost apply` of a 10,000-file tree versus rsync, first copy, no-op and drift repair.
+# Benchmark: `outpost apply` of trees of 2,000 and 10,000 files versus rsync, first copy, no-op
+# and drift repair.
 #
 #   bench/apply.sh [WORKDIR]
 #
-# Builds (once; cached in WORKDIR, keyed on the parameters) a repository holding outpost.toml
-# and www/ (FILES text-like files of about SIZE bytes in ~FILES/100 directories, written by
-# bench/gen-www.py), with an SSH-signed commit, bundles it and signs the bundle. The manifest
-# deploys www/ as a tree at /srv/www. SRC below is the checkout of www/. Then, with a warm page
-# cache, `sync` before every timed command, and the runs of rsync and outpost alternating (so
-# that a busy machine weighs on both alike), RUNS runs of each command:
+# For each number N in FILES, in one invocation: builds (once; cached in WORKDIR, keyed on the
+# parameters) a repository holding outpost.toml and www/ (N text-like files of about SIZE bytes
+# in ~N/100 directories, written by bench/gen-www.py), with an SSH-signed commit, bundles it
+# and signs the bundle. The manifest deploys www/ as a tree at /srv/www. SRC below is the
+# checkout of www/. Then, with a warm page cache, `sync` before every timed command, and the
+# runs of rsync and outpost alternating (so that a busy machine weighs on both alike), RUNS
+# runs of each command:
 #
 #   1. first copy, fresh destination each time:
 #        rsync -a --fsync SRC/ DST/       into an empty directory
 #        rsync -a SRC/ DST/               the same without fsync, for reference
 #        outpost apply                    fresh host root and state; the import before it is
-#                                         not timed               goal: <= 1.2 x rsync --fsync
+#                                         not timed               goal: <= 1.0 x rsync --fsync
 #   2. no-op, after the first copy (outpost: wait 1 s, one untimed apply that
 #      hashes and records the stat cache, then the timed ones):
-#        rsync -a SRC/ DST/  |  outpost apply                     goal: <= 0.5 x rsync
+#        rsync -a SRC/ DST/  |  outpost apply                     goal: <= 0.3 x rsync
 #   3. drift repair: the same 1% of the files (same size, new content, new mtime)
 #      modified in DST and in the host root before each run:
-#        rsync -a --checksum SRC/ DST/  |  outpost apply          goal: <= 0.5 x rsync --checksum
-#   4. peak RSS (GNU time %M, the largest over the runs) of every command.
+#        rsync -a --checksum SRC/ DST/  |  outpost apply          goal: <= 0.3 x rsync --checksum
+#   4. peak RSS (GNU time %M, the largest over the runs) of every command; goal for outpost's
+#      first apply from 10,000 files on: <= 16 MiB.
+#
+# It prints a report per size (median, min and max wall seconds, peak RSS, and the ratios of
+# the medians against the goals, with the range of the per-run ratios as their noise), then a
+# summary of every size against the goals.
 #
 # Correctness: after outpost's first apply and after the last repair, `diff -r SRC host/srv/www`
 # must be clean and `outpost plan` must exit 0 (the benchmark fails otherwise); the rsync
 # destinations are checked with diff -r as well.
 #
 # Environment:
-#   FILES=10000 SIZE=2048      the tree: number of files, average size in bytes
+#   FILES="2000 10000"         the trees, one run of the whole benchmark each: numbers of files
+#   SIZE=2048                  average file size in bytes
 #   RUNS=5                     timed runs of each command; the median is reported, with the
 #                              smallest and the largest as its noise
 #   OUTPOST=path               use this binary instead of building target/release/outpost
@@ -37,10 +45,11 @@
 #   STRICT=1                   exit 1 when a goal is missed
 #
 # WORKDIR defaults to a new `mktemp -d` under /tmp; pass the same one again to reuse the
-# generated repository and bundle. Needs rsync >= 3.2.4 (for --fsync) and GNU time.
+# generated repositories and bundles (one per size). Needs rsync >= 3.2.4 (for --fsync) and
+# GNU time.
 set -euo pipefail
 
-FILES=${FILES:-10000}
+FILES=${FILES:-2000 10000}
 SIZE=${SIZE:-2048}
 RUNS=${RUNS:-5}
 SKIP_OUTPOST=${SKIP_OUTPOST:-0}
@@ -56,14 +65,19 @@ name=apply.sh
 source "$here/lib.sh"
 TIMED_SYNC=1
 
-[[ $FILES =~ ^[1-9][0-9]*$ ]] || die "FILES must be a positive integer (got '$FILES')"
+read -r -a sizes <<<"$FILES"
+[[ ${#sizes[@]} -gt 0 ]] || die "FILES must list at least one number of files"
+for files in "${sizes[@]}"; do
+    [[ $files =~ ^[1-9][0-9]*$ ]] || die "FILES must be positive integers separated by spaces (got '$FILES')"
+done
 { [[ $SIZE =~ ^[1-9][0-9]*$ ]] && ((SIZE >= 64)); } || die "SIZE must be an integer >= 64 (got '$SIZE')"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
 for tool in git python3 ssh-keygen awk sha256sum diff sync; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 command -v rsync >/dev/null || die "rsync is required; install it with: apt-get install -y rsync"
-rsync --help 2>/dev/null | grep -q -- '--fsync' ||
+# (grep reads all of the help: with -q it may stop early, and rsync's SIGPIPE fails the pipe)
+rsync --help 2>/dev/null | grep -- '--fsync' >/dev/null ||
     die "this rsync has no --fsync (needs rsync >= 3.2.4): $(rsync --version | head -n 1)"
 
 # ---- the binary (first, so a broken build fails before the generation) -------------------------
@@ -73,25 +87,22 @@ if [[ -n $outpost ]]; then
         die "$outpost has no apply command (set SKIP_OUTPOST=1 to time rsync alone)"
 fi
 
-# ---- work dir and cached repository ------------------------------------------------------------
+# ---- work dir, and the helpers of one size ---------------------------------------------------------
 work_dir "$@"
+fs_type=$(df -PT "$work" | awk 'NR == 2 { print $2 }')
 manifest='[[tree]]
 path = "/srv/www"
 source = "www"'
-key=$( (echo "cache=$CACHE_VERSION files=$FILES size=$SIZE"; echo "$manifest"; cat "$gen") |
-    sha256sum | cut -c1-12)
-cache="$work/www-f$FILES-s$SIZE-$key"
-bundle="$cache/site.bundle"
-src="$cache/repo/www"
 
+# build_repo: the cached repository of $files files (in $cache).
 build_repo() {
     rm -rf "$cache"
     mkdir -p "$cache/keys"
     local t0 t1
     t0=$(now_ns)
     git init -q -b main "$cache/repo"
-    log "generating $FILES files of ~$SIZE bytes (bench/gen-www.py)"
-    python3 "$gen" "$FILES" "$SIZE" "$src"
+    log "generating $files files of ~$SIZE bytes (bench/gen-www.py)"
+    python3 "$gen" "$files" "$SIZE" "$src"
     printf '%s\n' "$manifest" >"$cache/repo/outpost.toml"
 
     ssh-keygen -q -t ed25519 -N "" -C "fleet@example.com" -f "$cache/keys/fleet_ed25519"
@@ -116,52 +127,6 @@ build_repo() {
     touch "$cache/.complete"
     log "repository generated in $(cat "$cache/gen-seconds") s"
 }
-
-if [[ -f $cache/.complete ]]; then
-    log "using the cached repository $cache (generated in $(cat "$cache/gen-seconds") s)"
-else
-    build_repo
-fi
-# SRC must still be exactly the commit's www/ (nothing below ever writes to it).
-[[ -z $(git -C "$cache/repo" status --porcelain) ]] ||
-    die "the cached checkout $cache/repo has changed; remove $cache to regenerate it"
-tip=$(cat "$cache/tip")
-n_files=$(find "$src" -type f | wc -l)
-n_dirs=$(find "$src" -mindepth 1 -type d | wc -l)
-src_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
-bundle_bytes=$(stat -c %s "$bundle")
-fs_type=$(df -PT "$work" | awk 'NR == 2 { print $2 }')
-
-# The drifted files: 1% of them (at least one), spread evenly over the sorted list.
-n_drift=$(((FILES + 99) / 100))
-(cd "$src" && find . -type f | sed 's|^\./||' | sort) |
-    awk -v n="$FILES" -v k="$n_drift" 'NR % int(n / k) == 0 && c < k { print; c++ }' >"$cache/drift.list"
-n_drift=$(wc -l <"$cache/drift.list")
-
-# ---- the run directory --------------------------------------------------------------------------
-run="$work/run"
-rm -rf "$run"
-mkdir -p "$run"
-cp "$cache/allowed_signers" "$run/allowed_signers"
-cat >"$run/config.toml" <<'EOF'
-[host]
-name = "bench-host"
-root = "host"
-
-[state]
-dir = "state"
-
-[trust]
-allowed_signers = "allowed_signers"
-
-[source]
-max_bundle_size = "2GiB"
-
-[apply]
-set_owner = false
-EOF
-cfg="$run/config.toml"
-host_www="$run/host/srv/www"
 
 fresh_dir() { rm -rf "$1" && mkdir -p "$1"; }
 
@@ -214,12 +179,11 @@ outpost_ok() {
 
 warm_src() { find "$src" -type f -exec cat {} + >/dev/null; }
 
-# The runs of the two sides alternate (rsync, outpost, rsync, outpost ...), so that whatever
-# else the machine is doing weighs on both alike.
+# The runs of the sides alternate (rsync, outpost, rsync, outpost ...), so that whatever else
+# the machine is doing weighs on all alike.
 
-# measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (the wall
-# seconds of every run in order, largest peak RSS); prints a progress line ending with the last
-# line CMD printed.
+# measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (the wall seconds of every
+# run in order, largest peak RSS); prints a progress line ending with the last line CMD printed.
 declare -A walls peak
 measure() {
     local name=$1 label=$2
@@ -231,140 +195,241 @@ measure() {
     [[ $name != outpost-* ]] || said="  ($(tail -n 1 "$run/$name.out"))"
     printf '   %-22s %s: %s s, peak RSS %s MiB%s\n' "$label" "$run_label" "$wall" "$((rss / 1024))" "$said" >&2
 }
-odd=()
 
-# ---- 1. first copy ------------------------------------------------------------------------------------
-log "timing the first copy ($RUNS runs each; $n_files files, $n_dirs directories, fs $fs_type)"
-warm_src
-[[ -z $outpost ]] || cat "$bundle" "$bundle.sig" "$outpost" >/dev/null
-for i in $(seq "$RUNS"); do
-    run_label="run $i"
-    fresh_dir "$run/dst-nofsync"
-    measure rsync-first "rsync -a" rsync -a "$src/" "$run/dst-nofsync/"
-    fresh_dir "$run/dst"
-    measure rsync-first-fsync "rsync -a --fsync" rsync -a --fsync "$src/" "$run/dst/"
-    if [[ -n $outpost ]]; then
-        rm -rf "$run/state"
-        fresh_dir "$run/host"
-        timed outpost-import "$outpost" --config "$cfg" import "$bundle"
-        walls[outpost-import]="${walls[outpost-import]:-} $wall"
-        measure outpost-first "outpost apply" "$outpost" --config "$cfg" apply
-    fi
-done
-same_tree "rsync -a" "$run/dst-nofsync"
-rm -rf "$run/dst-nofsync"
-same_tree "rsync -a --fsync" "$run/dst"
-if [[ -n $outpost ]]; then
-    outpost_ok "after the first apply"
-    echo "first apply: diff -r clean, outpost plan exit 0 (ok)"
-fi
-
-# ---- 2. no-op -----------------------------------------------------------------------------------------
-log "timing the no-op ($RUNS runs each)"
-if [[ -n $outpost ]]; then
-    sleep 1.1 # past the stat cache's racy window
-    run_label="untimed"
-    measure outpost-noop0 "outpost apply" "$outpost" --config "$cfg" apply
-    head -n 1 "$run/outpost-noop0.out" | grep -q '^no changes' ||
-        odd+=("the first no-op apply after the deployment changed something: $(tail -n 1 "$run/outpost-noop0.out")")
-fi
-for i in $(seq "$RUNS"); do
-    run_label="run $i"
-    measure rsync-noop "rsync -a" rsync -a "$src/" "$run/dst/"
-    if [[ -n $outpost ]]; then
-        measure outpost-noop "outpost apply" "$outpost" --config "$cfg" apply
-        head -n 1 "$run/outpost-noop.out" | grep -q '^no changes' ||
-            odd+=("no-op apply run $i changed something: $(tail -n 1 "$run/outpost-noop.out")")
-    fi
-done
-
-# ---- 3. drift repair ----------------------------------------------------------------------------------
-log "timing the repair of $n_drift drifted files ($RUNS runs each)"
-for i in $(seq "$RUNS"); do
-    run_label="run $i"
-    drift "$i" "$run/dst"
-    [[ -z $outpost ]] || drift "$i" "$host_www"
-    measure rsync-fix "rsync -a --checksum" rsync -a --checksum "$src/" "$run/dst/"
-    if [[ -n $outpost ]]; then
-        measure outpost-fix "outpost apply" "$outpost" --config "$cfg" apply
-        said=$(tail -n 1 "$run/outpost-fix.out")
-        [[ $said =~ [^0-9]$n_drift\ drifted\ paths\ repaired ]] ||
-            odd+=("repair run $i did not report $n_drift drifted paths repaired: $said")
-    fi
-done
-same_tree "rsync -a --checksum" "$run/dst"
-if [[ -n $outpost ]]; then
-    outpost_ok "after the drift repair"
-    echo "drift repair: diff -r clean, outpost plan exit 0 (ok)"
-fi
-
-# ---- report -----------------------------------------------------------------------------------------
 # med NAME, lo NAME, hi NAME: the median, the smallest and the largest wall seconds of NAME.
 med() { local -a w; read -r -a w <<<"${walls[$1]}"; awk -v m="$(median "${w[@]}")" 'BEGIN { printf "%.3f", m }'; }
 lo() { local -a w; read -r -a w <<<"${walls[$1]}"; printf '%s\n' "${w[@]}" | sort -g | head -n 1; }
 hi() { local -a w; read -r -a w <<<"${walls[$1]}"; printf '%s\n' "${w[@]}" | sort -g | tail -n 1; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 row() { # row LABEL NAME
-    printf '  %-32s %8s %8s %8s %9s MiB\n' "$1" "$(med "$2")" "$(lo "$2")" "$(hi "$2")" \
-        "$(awk -v k="${peak[$2]}" 'BEGIN { printf "%.1f", k / 1024 }')"
+    printf '  %-32s %8s %8s %8s %9s MiB\n' "$1" "$(med "$2")" "$(lo "$2")" "$(hi "$2")" "$(mib "${peak[$2]}")"
 }
+
+# The goals, and what each size made of them (summary[FILES,KEY] = "figure ok|MISSED").
 missed=0
-# goal LABEL NAME OVER-NAME LIMIT: the ratio of the medians against LIMIT; its noise is the
+declare -A summary
+# goal KEY LABEL NAME OVER-NAME LIMIT: the ratio of the medians against LIMIT; its noise is the
 # range of the ratios of the paired runs (run i of NAME over run i of OVER-NAME, which ran
 # next to each other).
 goal() {
     local r ok range
-    r=$(awk -v a="$(med "$2")" -v b="$(med "$3")" 'BEGIN { printf "%.2f", a / b }')
-    ok=$(awk -v r="$r" -v l="$4" 'BEGIN { print (r <= l) ? "ok" : "MISSED" }')
+    r=$(awk -v a="$(med "$3")" -v b="$(med "$4")" 'BEGIN { printf "%.2f", a / b }')
+    ok=$(awk -v r="$r" -v l="$5" 'BEGIN { print (r <= l) ? "ok" : "MISSED" }')
     [[ $ok == ok ]] || missed=1
-    range=$(awk -v a="${walls[$2]}" -v b="${walls[$3]}" 'BEGIN {
+    range=$(awk -v a="${walls[$3]}" -v b="${walls[$4]}" 'BEGIN {
         n = split(a, x, " "); split(b, y, " ")
         for (i = 1; i <= n; i++) { r = x[i] / y[i]; if (i == 1 || r < lo) lo = r; if (i == 1 || r > hi) hi = r }
         printf "%.2f-%.2f", lo, hi }')
-    printf '  %-32s %8s   runs %-11s goal <= %-4s %s\n' "$1" "$r" "$range" "$4" "$ok"
+    summary[$files,$1]="$r $ok"
+    printf '  %-32s %8s   runs %-11s goal <= %-6s %s\n' "$2" "$r" "$range" "$5" "$ok"
 }
-echo
-echo "outpost apply benchmark  (FILES=$FILES SIZE=$SIZE; median of $RUNS alternating runs, warm page cache, sync before each)"
-echo "  work dir         $work ($fs_type)"
-echo "  tree             $n_files files in $n_dirs directories, $(mb "$src_bytes") -> /srv/www"
-echo "  bundle           $(mb "$bundle_bytes"), commit $tip"
-echo "  drift            $n_drift files (same size, new content and mtime)"
-echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
-echo
-printf '  %-32s %8s %8s %8s %13s\n' "" "median s" "min s" "max s" "peak RSS"
-echo "  first copy (empty destination)"
-row "  rsync -a --fsync" rsync-first-fsync
-row "  rsync -a" rsync-first
-[[ -z $outpost ]] || row "  outpost apply" outpost-first
-echo "  no-op"
-row "  rsync -a" rsync-noop
-if [[ -n $outpost ]]; then
-    row "  outpost apply" outpost-noop
-    row "  outpost apply, first (untimed)" outpost-noop0
-fi
-echo "  drift repair ($n_drift files)"
-row "  rsync -a --checksum" rsync-fix
-[[ -z $outpost ]] || row "  outpost apply" outpost-fix
-if [[ -n $outpost ]]; then
-    printf '  %-32s %8s\n' "outpost import (untimed)" "$(med outpost-import)"
-    printf '  %-32s %8s\n' "outpost plan, clean (once)" "$plan_wall"
+# The peak RSS goal holds from this many files on (the issue sets it at 10,000 files).
+RSS_GOAL_FILES=10000 RSS_GOAL_MIB=16
+rss_goal() {
+    local m ok
+    m=$(mib "${peak[outpost-first]}")
+    if ((files < RSS_GOAL_FILES)); then
+        summary[$files,rss]="$m -"
+        printf '  %-32s %8s   %-16s goal <= %s MiB from %s files\n' "peak RSS: outpost first apply" "$m" "MiB" \
+            "$RSS_GOAL_MIB" "$RSS_GOAL_FILES"
+        return
+    fi
+    ok=$(awk -v k="${peak[outpost-first]}" -v l="$RSS_GOAL_MIB" 'BEGIN { print (k <= l * 1024) ? "ok" : "MISSED" }')
+    [[ $ok == ok ]] || missed=1
+    summary[$files,rss]="$m $ok"
+    printf '  %-32s %8s   %-16s goal <= %-6s %s\n' "peak RSS: outpost first apply" "$m" "MiB" "$RSS_GOAL_MIB" "$ok"
+}
+
+# ---- one size: FILES files -------------------------------------------------------------------------
+bench_size() {
+    files=$1
+    walls=() peak=() odd=()
+    local i said key
+
+    # -- the cached repository
+    key=$( (echo "cache=$CACHE_VERSION files=$files size=$SIZE"; echo "$manifest"; cat "$gen") |
+        sha256sum | cut -c1-12)
+    cache="$work/www-f$files-s$SIZE-$key"
+    bundle="$cache/site.bundle"
+    src="$cache/repo/www"
+    if [[ -f $cache/.complete ]]; then
+        log "using the cached repository $cache (generated in $(cat "$cache/gen-seconds") s)"
+    else
+        build_repo
+    fi
+    # SRC must still be exactly the commit's www/ (nothing below ever writes to it).
+    [[ -z $(git -C "$cache/repo" status --porcelain) ]] ||
+        die "the cached checkout $cache/repo has changed; remove $cache to regenerate it"
+    tip=$(cat "$cache/tip")
+    n_files=$(find "$src" -type f | wc -l)
+    n_dirs=$(find "$src" -mindepth 1 -type d | wc -l)
+    src_bytes=$(find "$src" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    bundle_bytes=$(stat -c %s "$bundle")
+
+    # The drifted files: 1% of them (at least one), spread evenly over the sorted list.
+    n_drift=$(((files + 99) / 100))
+    (cd "$src" && find . -type f | sed 's|^\./||' | sort) |
+        awk -v n="$files" -v k="$n_drift" 'NR % int(n / k) == 0 && c < k { print; c++ }' >"$cache/drift.list"
+    n_drift=$(wc -l <"$cache/drift.list")
+
+    # -- the run directory
+    run="$work/run"
+    rm -rf "$run"
+    mkdir -p "$run"
+    cp "$cache/allowed_signers" "$run/allowed_signers"
+    cat >"$run/config.toml" <<'EOF'
+[host]
+name = "bench-host"
+root = "host"
+
+[state]
+dir = "state"
+
+[trust]
+allowed_signers = "allowed_signers"
+
+[source]
+max_bundle_size = "2GiB"
+
+[apply]
+set_owner = false
+EOF
+    cfg="$run/config.toml"
+    host_www="$run/host/srv/www"
+
+    # -- 1. first copy
+    log "$files files: timing the first copy ($RUNS runs each; $n_files files, $n_dirs directories, fs $fs_type)"
+    warm_src
+    [[ -z $outpost ]] || cat "$bundle" "$bundle.sig" "$outpost" >/dev/null
+    for i in $(seq "$RUNS"); do
+        run_label="run $i"
+        fresh_dir "$run/dst-nofsync"
+        measure rsync-first "rsync -a" rsync -a "$src/" "$run/dst-nofsync/"
+        fresh_dir "$run/dst"
+        measure rsync-first-fsync "rsync -a --fsync" rsync -a --fsync "$src/" "$run/dst/"
+        if [[ -n $outpost ]]; then
+            rm -rf "$run/state"
+            fresh_dir "$run/host"
+            timed outpost-import "$outpost" --config "$cfg" import "$bundle"
+            walls[outpost-import]="${walls[outpost-import]:-} $wall"
+            measure outpost-first "outpost apply" "$outpost" --config "$cfg" apply
+        fi
+    done
+    same_tree "rsync -a" "$run/dst-nofsync"
+    rm -rf "$run/dst-nofsync"
+    same_tree "rsync -a --fsync" "$run/dst"
+    if [[ -n $outpost ]]; then
+        outpost_ok "after the first apply"
+        echo "$files files, first apply: diff -r clean, outpost plan exit 0 (ok)"
+    fi
+
+    # -- 2. no-op
+    log "$files files: timing the no-op ($RUNS runs each)"
+    if [[ -n $outpost ]]; then
+        sleep 1.1 # past the stat cache's racy window
+        run_label="untimed"
+        measure outpost-noop0 "outpost apply" "$outpost" --config "$cfg" apply
+        head -n 1 "$run/outpost-noop0.out" | grep -q '^no changes' ||
+            odd+=("the first no-op apply after the deployment changed something: $(tail -n 1 "$run/outpost-noop0.out")")
+    fi
+    for i in $(seq "$RUNS"); do
+        run_label="run $i"
+        measure rsync-noop "rsync -a" rsync -a "$src/" "$run/dst/"
+        if [[ -n $outpost ]]; then
+            measure outpost-noop "outpost apply" "$outpost" --config "$cfg" apply
+            head -n 1 "$run/outpost-noop.out" | grep -q '^no changes' ||
+                odd+=("no-op apply run $i changed something: $(tail -n 1 "$run/outpost-noop.out")")
+        fi
+    done
+
+    # -- 3. drift repair
+    log "$files files: timing the repair of $n_drift drifted files ($RUNS runs each)"
+    for i in $(seq "$RUNS"); do
+        run_label="run $i"
+        drift "$i" "$run/dst"
+        [[ -z $outpost ]] || drift "$i" "$host_www"
+        measure rsync-fix "rsync -a --checksum" rsync -a --checksum "$src/" "$run/dst/"
+        if [[ -n $outpost ]]; then
+            measure outpost-fix "outpost apply" "$outpost" --config "$cfg" apply
+            said=$(tail -n 1 "$run/outpost-fix.out")
+            [[ $said =~ [^0-9]$n_drift\ drifted\ paths\ repaired ]] ||
+                odd+=("repair run $i did not report $n_drift drifted paths repaired: $said")
+        fi
+    done
+    same_tree "rsync -a --checksum" "$run/dst"
+    if [[ -n $outpost ]]; then
+        outpost_ok "after the drift repair"
+        echo "$files files, drift repair: diff -r clean, outpost plan exit 0 (ok)"
+    fi
+
+    # -- the report of this size
     echo
-    goal "first: outpost / rsync --fsync" outpost-first rsync-first-fsync 1.2
-    goal "no-op: outpost / rsync" outpost-noop rsync-noop 0.5
-    goal "repair: outpost / rsync -c" outpost-fix rsync-fix 0.5
-else
-    echo "  (outpost skipped: SKIP_OUTPOST=1)"
-fi
-if awk -v a="$(med rsync-first)" -v b="$(med rsync-first-fsync)" 'BEGIN { exit !(a > b) }'; then
-    odd+=("rsync -a without fsync was slower than with it: the disk is noisy, distrust the first-copy ratio")
-fi
-if [[ ${#odd[@]} -gt 0 ]]; then
+    echo "outpost apply benchmark  (FILES=$files SIZE=$SIZE; median of $RUNS alternating runs, warm page cache, sync before each)"
+    echo "  work dir         $work ($fs_type)"
+    echo "  tree             $n_files files in $n_dirs directories, $(mb "$src_bytes") -> /srv/www"
+    echo "  bundle           $(mb "$bundle_bytes"), commit $tip"
+    echo "  drift            $n_drift files (same size, new content and mtime)"
+    echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
     echo
-    echo "  odd:"
-    printf '    %s\n' "${odd[@]}"
+    printf '  %-32s %8s %8s %8s %13s\n' "" "median s" "min s" "max s" "peak RSS"
+    echo "  first copy (empty destination)"
+    row "  rsync -a --fsync" rsync-first-fsync
+    row "  rsync -a" rsync-first
+    [[ -z $outpost ]] || row "  outpost apply" outpost-first
+    echo "  no-op"
+    row "  rsync -a" rsync-noop
+    if [[ -n $outpost ]]; then
+        row "  outpost apply" outpost-noop
+        row "  outpost apply, first (untimed)" outpost-noop0
+    fi
+    echo "  drift repair ($n_drift files)"
+    row "  rsync -a --checksum" rsync-fix
+    [[ -z $outpost ]] || row "  outpost apply" outpost-fix
+    if [[ -n $outpost ]]; then
+        printf '  %-32s %8s\n' "outpost import (untimed)" "$(med outpost-import)"
+        printf '  %-32s %8s\n' "outpost plan, clean (once)" "$plan_wall"
+        echo
+        goal first-fsync "first: outpost / rsync --fsync" outpost-first rsync-first-fsync 1.0
+        goal noop "no-op: outpost / rsync" outpost-noop rsync-noop 0.3
+        goal fix "repair: outpost / rsync -c" outpost-fix rsync-fix 0.3
+        rss_goal
+    else
+        echo "  (outpost skipped: SKIP_OUTPOST=1)"
+    fi
+    if awk -v a="$(med rsync-first)" -v b="$(med rsync-first-fsync)" 'BEGIN { exit !(a > b) }'; then
+        odd+=("rsync -a without fsync was slower than with it: the disk is noisy, distrust the first-copy ratio")
+    fi
+    if [[ ${#odd[@]} -gt 0 ]]; then
+        echo
+        echo "  odd:"
+        printf '    %s\n' "${odd[@]}"
+    fi
+    echo
+}
+
+for files in "${sizes[@]}"; do
+    bench_size "$files"
+done
+
+# ---- summary: every size against the goals ---------------------------------------------------------
+cell() { # cell FILES KEY: "figure ok|MISSED", or "-" when it was not measured
+    local v=${summary[$1,$2]:--}
+    printf '%-22s' "${v/% -/}"
+}
+if [[ -n $outpost ]]; then
+    echo "summary: outpost apply against the goals  (SIZE=$SIZE; ratios of the medians of $RUNS runs)"
+    printf '  %-8s %-22s%-22s%-22s%s\n' "files" "first/rsync --fsync" "no-op/rsync" "repair/rsync -c" \
+        "peak RSS, first (MiB)"
+    printf '  %-8s %-22s%-22s%-22s%s\n' "goal" "<= 1.0" "<= 0.3" "<= 0.3" \
+        "<= $RSS_GOAL_MIB from $RSS_GOAL_FILES files"
+    for files in "${sizes[@]}"; do
+        printf '  %-8s %s%s%s%s\n' "$files" "$(cell "$files" first-fsync)" "$(cell "$files" noop)" \
+            "$(cell "$files" fix)" "$(cell "$files" rss | sed 's/ *$//')"
+    done
 fi
 if [[ $# -lt 1 ]]; then
     echo
-    echo "re-run with the cached repository: $0 $work"
+    echo "re-run with the cached repositories: $0 $work"
 fi
 if [[ $STRICT == 1 && $missed == 1 ]]; then
     exit 1
