@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: `outpost apply` of trees of 2,000 and 10,000 files versus rsync, first copy, no-op
-# and drift repair.
+# Benchmark: `outpost apply` of trees of 2,000 and 10,000 files versus rsync and CFEngine's
+# cf-agent, first copy, no-op and drift repair.
 #
 #   bench/apply.sh [WORKDIR]
 #
@@ -9,30 +9,52 @@
 # in ~N/100 directories, written by bench/gen-www.py), with an SSH-signed commit, bundles it
 # and signs the bundle. The manifest deploys www/ as a tree at /srv/www. SRC below is the
 # checkout of www/. Then, with a warm page cache, `sync` before every timed command, and the
-# runs of rsync and outpost alternating (so that a busy machine weighs on both alike), RUNS
-# runs of each command:
+# runs of rsync, cf-agent and outpost alternating (so that a busy machine weighs on all alike),
+# RUNS runs of each command:
 #
 #   1. first copy, fresh destination each time:
-#        rsync -a --fsync SRC/ DST/       into an empty directory
-#        rsync -a SRC/ DST/               the same without fsync, for reference
+#        rsync -a SRC/ DST/               into an empty directory
+#        rsync -a --fsync SRC/ DST/       the same, with every file fsynced
+#        cf-agent                         the policy below, into an empty directory (no fsync)
 #        outpost apply                    fresh host root and state; the import before it is
-#                                         not timed               goal: <= 1.0 x rsync --fsync
+#                                         not timed    goals: <= 1.0 x cf-agent,
+#                                                             <= 1.0 x rsync --fsync
 #   2. no-op, after the first copy (outpost: wait 1 s, one untimed apply that
 #      hashes and records the stat cache, then the timed ones):
-#        rsync -a SRC/ DST/  |  outpost apply                     goal: <= 0.3 x rsync
+#        rsync -a  |  cf-agent  |  outpost apply                  goal: <= 0.3 x rsync
 #   3. drift repair: the same 1% of the files (same size, new content, new mtime)
-#      modified in DST and in the host root before each run:
-#        rsync -a --checksum SRC/ DST/  |  outpost apply          goal: <= 0.3 x rsync --checksum
+#      modified in each destination and in the host root before each run:
+#        rsync -a --checksum  |  cf-agent  |  outpost apply       goal: <= 0.3 x rsync --checksum
 #   4. peak RSS (GNU time %M, the largest over the runs) of every command; goal for outpost's
 #      first apply from 10,000 files on: <= 16 MiB.
 #
 # It prints a report per size (median, min and max wall seconds, peak RSS, and the ratios of
 # the medians against the goals, with the range of the per-run ratios as their noise), then a
-# summary of every size against the goals.
+# summary of every size against the goals. Ratios against cf-agent only when it ran.
+#
+# cf-agent (CFEngine Core; Debian's package cfengine3) runs when it is on PATH; this script
+# installs nothing: `apt-get install -y cfengine3` gets it. Otherwise (or with SKIP_CF_AGENT=1)
+# its side is skipped and the reports say so. Each size writes a standalone policy, RUN/copy.cf
+# (RUN is WORKDIR/run), mode 0600 (cf-agent refuses a policy file others can write):
+#     a files promise on DST with copy_from SRC (compare => "digest", preserve => "true" for
+#     the mode and stealth => "true" for the times, as rsync -a keeps them, copy_backup =>
+#     "false") and depth_search (depth => "inf"),
+# and runs it as
+#     cf-agent --no-lock --workdir RUN/cf-work --file RUN/copy.cf
+# --no-lock, so that a run within a minute of the last is not skipped; --workdir, so that its
+# state (LMDB locks and databases, promise_summary.log, logs, randseed) goes to RUN/cf-work
+# and nothing to /var/lib/cfengine3. RUN/cf-work/bin/cf-promises links to cf-promises: before
+# each run cf-agent validates the policy with it, and runs `ifconfig -a` to discover the host;
+# both are in its times. It copies a file to FILE.cfnew and renames it, without fsync. It also
+# logs to syslog through /dev/log, when there is one, as it changes files.
 #
 # Correctness: after outpost's first apply and after the last repair, `diff -r SRC host/srv/www`
-# must be clean and `outpost plan` must exit 0 (the benchmark fails otherwise); the rsync
-# destinations are checked with diff -r as well.
+# must be clean and `outpost plan` must exit 0 (the benchmark fails otherwise); the rsync and
+# cf-agent destinations are checked with diff -r as well. cf-agent exits 0 even when it fails,
+# so each of its runs must also print no error and leave no promise not repaired (its
+# promise_summary.log); after each first copy its destination must hold as many files and
+# directories as SRC, after each repair every drifted file must be SRC's again, and its no-op
+# runs must repair nothing and leave every inode and ctime as they were.
 #
 # Environment:
 #   FILES="2000 10000"         the trees, one run of the whole benchmark each: numbers of files
@@ -41,7 +63,8 @@
 #                              smallest and the largest as its noise
 #   OUTPOST=path               use this binary instead of building target/release/outpost
 #   NO_BUILD=1                 do not run cargo; use target/release/outpost as it is
-#   SKIP_OUTPOST=1             only build the repository and time rsync
+#   SKIP_OUTPOST=1             only build the repositories and time rsync (and cf-agent)
+#   SKIP_CF_AGENT=1            do not time cf-agent even when it is installed
 #   STRICT=1                   exit 1 when a goal is missed
 #
 # WORKDIR defaults to a new `mktemp -d` under /tmp; pass the same one again to reuse the
@@ -53,6 +76,7 @@ FILES=${FILES:-2000 10000}
 SIZE=${SIZE:-2048}
 RUNS=${RUNS:-5}
 SKIP_OUTPOST=${SKIP_OUTPOST:-0}
+SKIP_CF_AGENT=${SKIP_CF_AGENT:-0}
 STRICT=${STRICT:-0}
 CACHE_VERSION=1 # bump when the way the cached repository/bundle is made changes
 
@@ -86,6 +110,20 @@ if [[ -n $outpost ]]; then
     "$outpost" --help 2>/dev/null | grep -qE '^ +apply ' ||
         die "$outpost has no apply command (set SKIP_OUTPOST=1 to time rsync alone)"
 fi
+
+# ---- cf-agent, when it is installed (this script installs nothing) --------------------------------
+cf_agent="" cf_skipped=""
+if [[ $SKIP_CF_AGENT == 1 ]]; then
+    cf_skipped="SKIP_CF_AGENT=1"
+elif ! command -v cf-agent >/dev/null; then
+    cf_skipped="cf-agent is not on PATH; to compare with CFEngine install it: apt-get install -y cfengine3"
+else
+    cf_agent=$(command -v cf-agent)
+    cf_promises=$(command -v cf-promises) ||
+        die "cf-agent is at $cf_agent but cf-promises is not on PATH (cf-agent validates its policy with it)"
+    cf_version=$("$cf_agent" --version 2>/dev/null | head -n 1)
+fi
+[[ -z $cf_skipped ]] || log "cf-agent skipped: $cf_skipped"
 
 # ---- work dir, and the helpers of one size ---------------------------------------------------------
 work_dir "$@"
@@ -179,8 +217,92 @@ outpost_ok() {
 
 warm_src() { find "$src" -type f -exec cat {} + >/dev/null; }
 
-# The runs of the sides alternate (rsync, outpost, rsync, outpost ...), so that whatever else
-# the machine is doing weighs on all alike.
+# cf_setup: cf-agent's work dir and its standalone policy in the run dir; the policy is checked
+# with cf-promises (untimed; that also brings CFEngine's libraries into the page cache).
+cf_setup() {
+    case "$src$cf_dst" in
+    *'"'* | *'$'* | *\\*) die "the work dir $work has a character that cannot go in a CFEngine string" ;;
+    esac
+    mkdir -p "$cf_work/bin"
+    ln -s "$cf_promises" "$cf_work/bin/cf-promises"
+    # A files promise on DST: copy_from SRC (a local copy; compare the content by digest, keep
+    # the mode (preserve) and the times (stealth) like rsync -a, no FILE.cfsaved backup of a
+    # replaced file), over the whole tree (depth_search, depth inf). Nothing else is needed for
+    # a first copy into an empty directory: cf-agent creates the subdirectories as it recurses.
+    cat >"$cf_policy" <<EOF
+body common control
+{
+  bundlesequence => { "bench_copy" };
+}
+
+bundle agent bench_copy
+{
+  files:
+    "$cf_dst"
+      copy_from => bench_local_copy("$src"),
+      depth_search => bench_recurse;
+}
+
+body copy_from bench_local_copy(from)
+{
+  source => "\$(from)";
+  compare => "digest";
+  preserve => "true";
+  stealth => "true";
+  copy_backup => "false";
+}
+
+body depth_search bench_recurse
+{
+  depth => "inf";
+}
+EOF
+    chmod 600 "$cf_policy" # cf-agent refuses a policy file others can write
+    cf=("$cf_agent" --no-lock --workdir "$cf_work" --file "$cf_policy")
+    if ! "$cf_promises" --workdir "$cf_work" --full-check "$cf_policy" >"$run/cf-promises.out" 2>&1; then
+        echo "apply.sh: cf-promises does not accept the policy $cf_policy:" >&2
+        sed 's/^/    /' "$run/cf-promises.out" >&2
+        exit 1
+    fi
+    cat "$cf_agent" "$cf_promises" >/dev/null
+}
+
+# cf_check NAME: what cf-agent's last run (kept as NAME) made of its promises, from the
+# promise_summary.log of its work dir, in $cf_outcome ("kept K%, repaired R%, not repaired
+# N%"); an error it printed or a promise it did not keep stops the benchmark (cf-agent exits
+# 0 either way).
+cf_check() {
+    cf_outcome=$(tail -n 1 "$cf_work/promise_summary.log" 2>/dev/null |
+        sed -n 's/.*Promises observed to be kept \([0-9.]*%\), Promises repaired \([0-9.]*%\), Promises not repaired \([0-9.]*%\).*/kept \1, repaired \2, not repaired \3/p')
+    if grep -q 'error:' "$run/$1.out" "$run/$1.err" || [[ $cf_outcome != *"not repaired 0.00%" ]]; then
+        echo "apply.sh: $1: cf-agent did not keep its promise (${cf_outcome:-no outcome in $cf_work/promise_summary.log}):" >&2
+        head -n 20 "$run/$1.out" "$run/$1.err" | sed 's/^/    /' >&2
+        exit 1
+    fi
+}
+
+# cf_counts WHEN: cf-agent's destination has as many files and directories as SRC.
+cf_counts() {
+    local f d
+    f=$(find "$cf_dst" -type f | wc -l)
+    d=$(find "$cf_dst" -mindepth 1 -type d | wc -l)
+    [[ $f == "$n_files" && $d == "$n_dirs" ]] ||
+        die "$1: cf-agent's destination has $f files and $d directories, not $n_files and $n_dirs"
+}
+
+# cf_restored WHEN: every drifted file in cf-agent's destination is SRC's again.
+cf_restored() {
+    local rel
+    while read -r rel; do
+        cmp -s "$src/$rel" "$cf_dst/$rel" || die "$1: cf-agent did not restore the drifted $rel"
+    done <"$cache/drift.list"
+}
+
+# snapshot DIR: inode, ctime and path of everything below DIR (a rewrite or chmod shows).
+snapshot() { find "$1" -printf '%i %C@ %p\n' | sort; }
+
+# The runs of the sides alternate (rsync, cf-agent, outpost, rsync, cf-agent, outpost ...), so
+# that whatever else the machine is doing weighs on all alike.
 
 # measure NAME LABEL CMD... : one timed run of CMD, kept under NAME (the wall seconds of every
 # run in order, largest peak RSS); prints a progress line ending with the last line CMD printed.
@@ -192,7 +314,13 @@ measure() {
     walls[$name]="${walls[$name]:-} $wall"
     peak[$name]=$(max "$rss" "${peak[$name]:-}")
     local said=""
-    [[ $name != outpost-* ]] || said="  ($(tail -n 1 "$run/$name.out"))"
+    case $name in
+    outpost-*) said="  ($(tail -n 1 "$run/$name.out"))" ;;
+    cf-*)
+        cf_check "$name"
+        said="  ($cf_outcome)"
+        ;;
+    esac
     printf '   %-22s %s: %s s, peak RSS %s MiB%s\n' "$label" "$run_label" "$wall" "$((rss / 1024))" "$said" >&2
 }
 
@@ -296,6 +424,8 @@ set_owner = false
 EOF
     cfg="$run/config.toml"
     host_www="$run/host/srv/www"
+    cf_dst="$run/dst-cf" cf_work="$run/cf-work" cf_policy="$run/copy.cf"
+    [[ -z $cf_agent ]] || cf_setup
 
     # -- 1. first copy
     log "$files files: timing the first copy ($RUNS runs each; $n_files files, $n_dirs directories, fs $fs_type)"
@@ -307,6 +437,11 @@ EOF
         measure rsync-first "rsync -a" rsync -a "$src/" "$run/dst-nofsync/"
         fresh_dir "$run/dst"
         measure rsync-first-fsync "rsync -a --fsync" rsync -a --fsync "$src/" "$run/dst/"
+        if [[ -n $cf_agent ]]; then
+            fresh_dir "$cf_dst"
+            measure cf-first "cf-agent" "${cf[@]}"
+            cf_counts "cf-agent's first copy, run $i"
+        fi
         if [[ -n $outpost ]]; then
             rm -rf "$run/state"
             fresh_dir "$run/host"
@@ -318,6 +453,10 @@ EOF
     same_tree "rsync -a" "$run/dst-nofsync"
     rm -rf "$run/dst-nofsync"
     same_tree "rsync -a --fsync" "$run/dst"
+    if [[ -n $cf_agent ]]; then
+        same_tree "cf-agent's first copy" "$cf_dst"
+        echo "$files files, cf-agent's first copy: $n_files files, diff -r clean (ok)"
+    fi
     if [[ -n $outpost ]]; then
         outpost_ok "after the first apply"
         echo "$files files, first apply: diff -r clean, outpost plan exit 0 (ok)"
@@ -332,23 +471,37 @@ EOF
         head -n 1 "$run/outpost-noop0.out" | grep -q '^no changes' ||
             odd+=("the first no-op apply after the deployment changed something: $(tail -n 1 "$run/outpost-noop0.out")")
     fi
+    [[ -z $cf_agent ]] || snapshot "$cf_dst" >"$run/cf-before-noop"
     for i in $(seq "$RUNS"); do
         run_label="run $i"
         measure rsync-noop "rsync -a" rsync -a "$src/" "$run/dst/"
+        if [[ -n $cf_agent ]]; then
+            measure cf-noop "cf-agent" "${cf[@]}"
+            [[ $cf_outcome == *"repaired 0.00%"* ]] ||
+                odd+=("cf-agent's no-op run $i repaired something: $cf_outcome")
+        fi
         if [[ -n $outpost ]]; then
             measure outpost-noop "outpost apply" "$outpost" --config "$cfg" apply
             head -n 1 "$run/outpost-noop.out" | grep -q '^no changes' ||
                 odd+=("no-op apply run $i changed something: $(tail -n 1 "$run/outpost-noop.out")")
         fi
     done
+    if [[ -n $cf_agent ]] && ! snapshot "$cf_dst" | cmp -s - "$run/cf-before-noop"; then
+        odd+=("cf-agent's no-op runs rewrote or changed files (inode or ctime) in its destination")
+    fi
 
     # -- 3. drift repair
     log "$files files: timing the repair of $n_drift drifted files ($RUNS runs each)"
     for i in $(seq "$RUNS"); do
         run_label="run $i"
         drift "$i" "$run/dst"
+        [[ -z $cf_agent ]] || drift "$i" "$cf_dst"
         [[ -z $outpost ]] || drift "$i" "$host_www"
         measure rsync-fix "rsync -a --checksum" rsync -a --checksum "$src/" "$run/dst/"
+        if [[ -n $cf_agent ]]; then
+            measure cf-fix "cf-agent" "${cf[@]}"
+            cf_restored "cf-agent's repair, run $i"
+        fi
         if [[ -n $outpost ]]; then
             measure outpost-fix "outpost apply" "$outpost" --config "$cfg" apply
             said=$(tail -n 1 "$run/outpost-fix.out")
@@ -357,6 +510,10 @@ EOF
         fi
     done
     same_tree "rsync -a --checksum" "$run/dst"
+    if [[ -n $cf_agent ]]; then
+        same_tree "cf-agent's repair" "$cf_dst"
+        echo "$files files, cf-agent's repair: the $n_drift drifted files restored, diff -r clean (ok)"
+    fi
     if [[ -n $outpost ]]; then
         outpost_ok "after the drift repair"
         echo "$files files, drift repair: diff -r clean, outpost plan exit 0 (ok)"
@@ -370,25 +527,35 @@ EOF
     echo "  bundle           $(mb "$bundle_bytes"), commit $tip"
     echo "  drift            $n_drift files (same size, new content and mtime)"
     echo "  generated in     $(cat "$cache/gen-seconds") s (once; cached)"
+    if [[ -n $cf_agent ]]; then
+        echo "  cf-agent         $cf_version: ${cf[*]}"
+        echo "                   (copy_from, compare digest, depth_search; it does not fsync)"
+    else
+        echo "  cf-agent         skipped: $cf_skipped"
+    fi
     echo
     printf '  %-32s %8s %8s %8s %13s\n' "" "median s" "min s" "max s" "peak RSS"
     echo "  first copy (empty destination)"
     row "  rsync -a --fsync" rsync-first-fsync
     row "  rsync -a" rsync-first
+    [[ -z $cf_agent ]] || row "  cf-agent (no fsync)" cf-first
     [[ -z $outpost ]] || row "  outpost apply" outpost-first
     echo "  no-op"
     row "  rsync -a" rsync-noop
+    [[ -z $cf_agent ]] || row "  cf-agent" cf-noop
     if [[ -n $outpost ]]; then
         row "  outpost apply" outpost-noop
         row "  outpost apply, first (untimed)" outpost-noop0
     fi
     echo "  drift repair ($n_drift files)"
     row "  rsync -a --checksum" rsync-fix
+    [[ -z $cf_agent ]] || row "  cf-agent" cf-fix
     [[ -z $outpost ]] || row "  outpost apply" outpost-fix
     if [[ -n $outpost ]]; then
         printf '  %-32s %8s\n' "outpost import (untimed)" "$(med outpost-import)"
         printf '  %-32s %8s\n' "outpost plan, clean (once)" "$plan_wall"
         echo
+        [[ -z $cf_agent ]] || goal first-cf "first: outpost / cf-agent" outpost-first cf-first 1.0
         goal first-fsync "first: outpost / rsync --fsync" outpost-first rsync-first-fsync 1.0
         goal noop "no-op: outpost / rsync" outpost-noop rsync-noop 0.3
         goal fix "repair: outpost / rsync -c" outpost-fix rsync-fix 0.3
@@ -418,14 +585,15 @@ cell() { # cell FILES KEY: "figure ok|MISSED", or "-" when it was not measured
 }
 if [[ -n $outpost ]]; then
     echo "summary: outpost apply against the goals  (SIZE=$SIZE; ratios of the medians of $RUNS runs)"
-    printf '  %-8s %-22s%-22s%-22s%s\n' "files" "first/rsync --fsync" "no-op/rsync" "repair/rsync -c" \
-        "peak RSS, first (MiB)"
-    printf '  %-8s %-22s%-22s%-22s%s\n' "goal" "<= 1.0" "<= 0.3" "<= 0.3" \
+    printf '  %-8s %-22s%-22s%-22s%-22s%s\n' "files" "first/cf-agent" "first/rsync --fsync" "no-op/rsync" \
+        "repair/rsync -c" "peak RSS, first (MiB)"
+    printf '  %-8s %-22s%-22s%-22s%-22s%s\n' "goal" "<= 1.0" "<= 1.0" "<= 0.3" "<= 0.3" \
         "<= $RSS_GOAL_MIB from $RSS_GOAL_FILES files"
     for files in "${sizes[@]}"; do
-        printf '  %-8s %s%s%s%s\n' "$files" "$(cell "$files" first-fsync)" "$(cell "$files" noop)" \
-            "$(cell "$files" fix)" "$(cell "$files" rss | sed 's/ *$//')"
+        printf '  %-8s %s%s%s%s%s\n' "$files" "$(cell "$files" first-cf)" "$(cell "$files" first-fsync)" \
+            "$(cell "$files" noop)" "$(cell "$files" fix)" "$(cell "$files" rss | sed 's/ *$//')"
     done
+    [[ -z $cf_skipped ]] || echo "  (cf-agent skipped: $cf_skipped)"
 fi
 if [[ $# -lt 1 ]]; then
     echo
