@@ -16,7 +16,7 @@ mod sync;
 
 pub use deploy::{
     BadCommit, BadMark, Begin, DeployEvent, Deployment, Describes, Finish, Interrupted,
-    InventoryRow, JournalStep, Keep, Meta, OpenContent, Original, OriginalContent, StatCache,
+    InventoryRow, JournalStep, Keep, Meta, OpenContent, Original, OriginalContent, Rows, StatCache,
 };
 pub use retention::{CacheUse, Compacted, HistoryCounts, Trimmed};
 pub use secure::prepare_state_dir;
@@ -279,6 +279,12 @@ pub fn roll_back_hot_journal(state_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// SQLite's page cache, in KiB (as `PRAGMA cache_size` takes it, negative): a quarter of its
+/// default. The database is read and written mostly in order (the inventory by path, bundles
+/// once), so a larger cache saves little, and on a small device a deployment of many files
+/// needs that memory more.
+const CACHE_SIZE: i64 = -512;
+
 impl Store {
     /// Opens (creating) the database for writing: migrations, integrity check, and the
     /// high-water mark reconciled with its mirror.
@@ -292,6 +298,8 @@ impl Store {
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)
+            .map_err(open_err)?;
         // Small pages: every page a write touches is written twice (log, then database), so
         // the page size is what a small change costs the flash. Space freed by dropped bundles
         // and compacted history is given back to the filesystem (`retention`). SQLite takes
@@ -307,6 +315,9 @@ impl Store {
         conn.pragma_update(None, "secure_delete", "ON")
             .map_err(open_err)?;
         quick_check(&conn, &path)?;
+        // The check read every page: the cache it filled is given back (a deployment of
+        // many files is planned and executed in that memory).
+        let _ = conn.execute_batch("PRAGMA shrink_memory");
         let migrations = Migrations::from_slice(MIGRATIONS);
         check_version(&migrations, &conn, &path, true)?;
         migrations
@@ -344,6 +355,8 @@ impl Store {
             return Err(StoreError::HotJournal { path });
         }
         checked?;
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)
+            .map_err(open_err)?;
         Ok(Some(Self {
             conn,
             dir: state_dir.to_owned(),
