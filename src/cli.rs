@@ -406,9 +406,9 @@ fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
     };
     let applied = apply::apply(config, goal, faults).map_err(apply_failure)?;
     if let Some(resumed) = &applied.resumed {
+        say_display(&resumed.plan);
         say(&format!(
-            "{}resumed the interrupted {} of {}: {}\n",
-            resumed.shown,
+            "resumed the interrupted {} of {}: {}\n",
             resumed.kind,
             resumed.commit,
             crate::status::count(resumed.steps as u64, "step")
@@ -432,9 +432,9 @@ fn run_apply(config: &Config, goal: Goal) -> Result<ExitCode, Failure> {
     } else {
         "applied"
     };
+    say_display(&applied.plan);
     say(&format!(
-        "{}{verb} {commit}: {}{repairs}\n",
-        applied.shown,
+        "{verb} {commit}: {}{repairs}\n",
         crate::status::count(applied.steps as u64, "step")
     ));
     Ok(ExitCode::SUCCESS)
@@ -527,6 +527,17 @@ fn print_report(report: &intake::Report, json: bool) -> Result<(), Failure> {
 }
 
 /// Writes to stdout; a reader that went away (`outpost status | head`) is not an error.
+/// Writes `shown` to stdout as it is formatted (a plan of many steps is never held as text).
+fn say_display(shown: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Err(e) = write!(out, "{shown}").and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("outpost: error: cannot write to stdout: {e}");
+    }
+}
+
 fn say(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -13,10 +13,10 @@ use crate::config::Config;
 use crate::manifest::HostPath;
 use crate::plan::units::UnitStep;
 use crate::plan::{Action, Desired, DesiredKind, Observed, Plan, Reason, Step};
-use crate::repo::ObjectStore;
+use crate::repo::{ObjectStore, Reader};
 use crate::store::{
     BadMark, Begin, DeployEvent, Describes, Finish, InventoryRow, JournalStep, Keep, Original,
-    Store,
+    Rows, Store, StoreError,
 };
 
 /// Removes the temp files an interrupted deployment may have left beside the paths it
@@ -50,15 +50,16 @@ pub struct Intent<'a> {
 
 /// The bytes of a blob from the object store, held once: they are moved out of the object,
 /// not copied (a 1 GiB file costs 1 GiB, not 2).
-pub fn blob(objects: &ObjectStore, blob: ObjectId, path: &HostPath) -> Result<Vec<u8>, ApplyError> {
-    let object = objects
-        .repo()
-        .find_object(blob)
-        .map_err(|e| ApplyError::ReadBlob {
-            blob,
-            path: path.clone(),
-            message: e.probable_cause().to_string(),
-        })?;
+pub fn blob(
+    repo: &gix::Repository,
+    blob: ObjectId,
+    path: &HostPath,
+) -> Result<Vec<u8>, ApplyError> {
+    let object = repo.find_object(blob).map_err(|e| ApplyError::ReadBlob {
+        blob,
+        path: path.clone(),
+        message: e.probable_cause().to_string(),
+    })?;
     Ok(object.detach().data)
 }
 
@@ -91,11 +92,15 @@ pub fn run(
     let same = planned.deployed.as_deref() == Some(commit.as_str());
     let kind = intent.kind;
     let plan = planned.plan;
-    let shown = plan.to_string();
     if plan.is_empty() && same && intent.resumes.is_none() {
         // Nothing to change: the inventory now describes the host, with fresh stat data,
         // so the next reconcile can take the fast path.
-        let rows = inventory(&desired, &seen, &BTreeMap::new(), now_ns());
+        let rows = Inventory {
+            desired: &desired,
+            seen: &seen,
+            written: &BTreeMap::new(),
+            now: now_ns(),
+        };
         let kept = services.kept();
         let describes = Describes {
             commit: &commit,
@@ -149,6 +154,8 @@ pub fn run(
         open.map(|o| o.file).map_err(std::io::Error::other)
     };
     let id = store.begin_deployment(&begin, &mut open)?;
+    // Journalled: their copies are not held while the steps run.
+    drop((journal, to_keep, begun));
 
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
@@ -188,27 +195,28 @@ pub fn run(
         steps: plan.steps.len(),
         repairs,
         note: planned.note,
-        shown,
+        plan,
         resumed: None,
     })
 }
 
-/// What the steps done so far did: for the inventory and the directory syncs.
+/// What the steps done so far did: for the inventory and the directory syncs. Paths are
+/// borrowed from the plan: a deployment of many files holds each path once.
 #[derive(Default)]
-struct Progress {
+struct Progress<'p> {
     /// Paths whose step completed.
-    done: BTreeSet<HostPath>,
+    done: BTreeSet<&'p HostPath>,
     /// Stat data of the files written.
-    written: BTreeMap<HostPath, Stat>,
+    written: BTreeMap<&'p HostPath, Stat>,
     /// Paths removed: they, and everything below them, are gone.
-    removed: BTreeSet<HostPath>,
+    removed: BTreeSet<&'p HostPath>,
     /// Notes of the originals restored, for their events.
-    notes: BTreeMap<HostPath, String>,
+    notes: BTreeMap<&'p HostPath, String>,
     /// Unit steps done.
     units: Vec<UnitStep>,
 }
 
-impl Progress {
+impl Progress<'_> {
     /// Whether `path` or a directory above it was removed.
     fn gone(&self, path: &HostPath) -> bool {
         std::iter::successors(Some(path.clone()), HostPath::parent)
@@ -218,11 +226,21 @@ impl Progress {
     /// The directories whose entries changed and that still exist (`None`: the host root).
     /// A removed directory is not flushed: its parent is, which makes the removal durable.
     fn dirs_to_sync(&self) -> BTreeSet<Option<HostPath>> {
-        self.done
-            .iter()
-            .map(HostPath::parent)
-            .filter(|dir| dir.as_ref().is_none_or(|d| !self.gone(d)))
-            .collect()
+        let mut dirs = BTreeSet::new();
+        let mut last = None;
+        for path in &self.done {
+            // In order, the files of a directory come together: one look for all of them.
+            let parent = path.parent_bytes();
+            if last == Some(parent) {
+                continue;
+            }
+            last = Some(parent);
+            let dir = path.parent();
+            if dir.as_ref().is_none_or(|d| !self.gone(d)) {
+                dirs.insert(dir);
+            }
+        }
+        dirs
     }
 }
 
@@ -238,15 +256,16 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// Executes the plan's steps in order, recording each one done. File writes are batched: their
 /// temporary files are written, then made durable together and renamed into place
 /// ([`HostFs::commit_staged`]) before any removal or restore, and at the end.
-fn steps(
+fn steps<'p>(
     fs: &mut HostFs,
     objects: &ObjectStore,
     store: &Store,
-    plan: &Plan,
+    plan: &'p Plan,
     fault_after: Option<usize>,
-    progress: &mut Progress,
+    progress: &mut Progress<'p>,
 ) -> Result<(), ApplyError> {
     let mut batch = Batch::default();
+    let mut reader = objects.reader();
     let at_barrier = fault_after == Some(AT_BARRIER);
     let result = (|| {
         for (n, step) in plan.steps.iter().enumerate() {
@@ -259,8 +278,9 @@ fn steps(
             if matches!(step.action, Action::Remove { .. } | Action::Restore) {
                 batch.commit(fs, progress, at_barrier)?;
             }
-            match execute(fs, objects, store, step, &mut batch)? {
+            match execute(fs, &mut reader, store, step, &mut batch)? {
                 Done::Staged => {
+                    batch.paths.push(&step.path);
                     if batch.files.len() >= BATCH_FILES || batch.bytes >= BATCH_BYTES {
                         batch.commit(fs, progress, at_barrier)?;
                     }
@@ -268,14 +288,14 @@ fn steps(
                     continue;
                 }
                 Done::Removed => {
-                    progress.removed.insert(step.path.clone());
+                    progress.removed.insert(&step.path);
                 }
                 Done::Restored(note) => {
-                    progress.notes.insert(step.path.clone(), note);
+                    progress.notes.insert(&step.path, note);
                 }
                 Done::Changed => {}
             }
-            progress.done.insert(step.path.clone());
+            progress.done.insert(&step.path);
         }
         batch.commit(fs, progress, at_barrier)
     })();
@@ -291,27 +311,32 @@ fn steps(
 
 /// Files written but not yet durable nor in place.
 #[derive(Default)]
-struct Batch {
+struct Batch<'p> {
     files: Vec<super::fs::Staged>,
+    /// The plan's path of each file.
+    paths: Vec<&'p HostPath>,
     bytes: u64,
 }
 
-impl Batch {
+impl<'p> Batch<'p> {
     /// Makes the batch durable and puts it in place, recording each file done.
     fn commit(
         &mut self,
         fs: &mut HostFs,
-        progress: &mut Progress,
+        progress: &mut Progress<'p>,
         abort_at_barrier: bool,
     ) -> Result<(), ApplyError> {
         self.bytes = 0;
+        let paths = std::mem::take(&mut self.paths);
         if self.files.is_empty() {
             return Ok(());
         }
         let files = std::mem::take(&mut self.files);
-        let mut done = |path: &HostPath, stat: Stat| {
-            progress.written.insert(path.clone(), stat);
-            progress.done.insert(path.clone());
+        let mut done = |i: usize, stat: Stat| {
+            if let Some(&path) = paths.get(i) {
+                progress.written.insert(path, stat);
+                progress.done.insert(path);
+            }
         };
         fs.commit_staged(files, &mut done, abort_at_barrier)?;
         Ok(())
@@ -387,7 +412,12 @@ fn finish(
     }
     let error = match result {
         Ok(()) => {
-            let inventory = inventory(ended.desired, ended.seen, &progress.written, now_ns());
+            let inventory = Inventory {
+                desired: ended.desired,
+                seen: ended.seen,
+                written: &progress.written,
+                now: now_ns(),
+            };
             let repairs = plan
                 .steps
                 .iter()
@@ -750,7 +780,7 @@ enum Done {
 /// Executes one step.
 fn execute(
     fs: &mut HostFs,
-    objects: &ObjectStore,
+    objects: &mut Reader<'_>,
     store: &Store,
     step: &Step,
     batch: &mut Batch,
@@ -767,7 +797,7 @@ fn execute(
             group,
             ..
         } => {
-            let bytes = blob(objects, *id, path)?;
+            let bytes = blob(objects.repo(), *id, path)?;
             let staged = fs.stage_file(path, &bytes, *mode, Some((owner.uid, group.gid)))?;
             batch.files.push(staged);
             batch.bytes += bytes.len() as u64;
@@ -825,26 +855,35 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<Str
     Ok(original.note)
 }
 
-/// The inventory after a successful deployment: every desired path as it now is.
-fn inventory(
-    desired: &[Desired],
-    seen: &Seen,
-    written: &BTreeMap<HostPath, Stat>,
+/// The inventory after a successful deployment: every desired path as it now is, each row
+/// made as it is written.
+struct Inventory<'a> {
+    desired: &'a [Desired],
+    seen: &'a Seen,
+    written: &'a BTreeMap<&'a HostPath, Stat>,
     now: i64,
-) -> Vec<InventoryRow> {
-    desired
-        .iter()
-        .map(|d| {
+}
+
+impl Rows for Inventory<'_> {
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for d in self.desired {
             let mut row = row_of(d);
             // Stat data from before a step changed the path no longer matches it, so a
             // stale entry can only send the next reconcile down the full path.
-            let stat = written.get(&d.path).or_else(|| seen.stats.get(&d.path));
+            let stat = self
+                .written
+                .get(&d.path)
+                .or_else(|| self.seen.stats.get(&d.path));
             row.stat = stat
-                .filter(|s| observe::settled(s, now))
-                .map(|s| observe::cache_of(s, now));
-            row
-        })
-        .collect()
+                .filter(|s| observe::settled(s, self.now))
+                .map(|s| observe::cache_of(s, self.now));
+            f(&row)?;
+        }
+        Ok(())
+    }
 }
 
 /// The inventory after a failed deployment: the previous one, with the paths whose steps were

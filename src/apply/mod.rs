@@ -183,9 +183,9 @@ pub struct Applied {
     pub steps: usize,
     pub repairs: usize,
     pub note: Option<String>,
-    /// The plan that was executed, for humans.
+    /// The plan that was executed, for humans (shown as it is printed, never held as text).
     #[serde(skip)]
-    pub shown: String,
+    pub plan: Plan,
     /// The interrupted deployment resumed before this one, if there was one.
     pub resumed: Option<Box<Applied>>,
 }
@@ -199,7 +199,7 @@ impl Applied {
             steps: 0,
             repairs: 0,
             note,
-            shown: String::new(),
+            plan: Plan::default(),
             resumed: None,
         }
     }
@@ -579,6 +579,9 @@ impl Cycle {
             Some(current_user()?)
         };
         let desired = desired::expand(&manifest, owners.as_ref());
+        let services = Services::of(&manifest);
+        // Expanded: its list of a tree's files is not held while the plan is made.
+        drop(manifest);
         tracing::debug!(elapsed = ?clock.elapsed(), paths = desired.len(), commit = %target.id(), "manifest loaded");
         let clock = std::time::Instant::now();
         let inventory = store.inventory()?;
@@ -617,7 +620,6 @@ impl Cycle {
         let mut plan = plan;
         execute::check_originals(&plan, &seen, &managed, &originals)?;
         fill_sizes(&mut plan, objects);
-        let services = Services::of(&manifest);
         services::plan_units(&mut Backend::new(config), &services, &mut plan)?;
         tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "planned");
         Ok(Self {
@@ -717,7 +719,7 @@ impl Cycle {
                 texts.insert(path.clone(), plan::Text::Redacted);
                 continue;
             }
-            let new = execute::blob(objects, blob, path)?;
+            let new = execute::blob(objects.repo(), blob, path)?;
             // Bounded: only files small enough to diff are read.
             let old = fs.read(path, plan::MAX_DIFF_BYTES as u64).ok();
             texts.insert(path.clone(), plan::Text::Bytes(old, new));
@@ -830,6 +832,7 @@ fn redacted(path: &HostPath, globs: &[String]) -> bool {
 
 /// Sizes of tree files are looked up only for the files that are written.
 fn fill_sizes(plan: &mut Plan, objects: &ObjectStore) {
+    let mut reader = objects.reader();
     for step in &mut plan.steps {
         if let plan::Action::Write {
             blob,
@@ -837,7 +840,7 @@ fn fill_sizes(plan: &mut Plan, objects: &ObjectStore) {
             ..
         } = &mut step.action
         {
-            *size = objects.repo().find_header(*blob).ok().map(|h| h.size());
+            *size = reader.repo().find_header(*blob).ok().map(|h| h.size());
         }
     }
 }

@@ -3,9 +3,9 @@
 //! Both are checked on their bytes, before anything else looks at them: a path that is not
 //! normalised is refused, never normalised, so what the manifest says is what is applied.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// Why a path was refused.
@@ -97,6 +97,14 @@ impl HostPath {
     pub fn is_below(&self, other: &HostPath) -> bool {
         let (mine, theirs) = (self.bytes(), other.bytes());
         mine.len() > theirs.len() && mine.starts_with(theirs) && mine[theirs.len()] == b'/'
+    }
+
+    /// Where the paths below `self` begin in byte order (`self` with a `/` appended, not a
+    /// path itself): they are the ones from there on that are below `self`, in one run.
+    pub fn below_from(&self) -> HostPath {
+        let mut bytes = self.bytes().to_vec();
+        bytes.push(b'/');
+        Self(PathBuf::from(OsString::from_vec(bytes)))
     }
 
     /// The parent directory, unless it is `/`.

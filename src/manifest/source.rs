@@ -11,6 +11,7 @@ use gix::objs::tree::EntryKind as GitKind;
 
 use super::path::check_tree_name;
 use super::{Content, ManifestError, Problem};
+use crate::repo::Reader;
 
 /// The tree of one commit.
 pub struct Snapshot<'r> {
@@ -110,7 +111,8 @@ impl<'r> Snapshot<'r> {
             None => Err(Problem::SourceMissing(name)),
             Some((GitKind::Tree, oid)) => {
                 let mut blobs = Vec::new();
-                self.walk(oid, source, Path::new(""), &mut blobs)?;
+                let mut reader = Reader::new(self.repo, Reader::TREES);
+                self.walk(&mut reader, oid, source, Path::new(""), &mut blobs)?;
                 blobs.sort_by(|a, b| a.path.cmp(&b.path));
                 Ok(blobs)
             }
@@ -122,6 +124,7 @@ impl<'r> Snapshot<'r> {
 
     fn walk(
         &self,
+        reader: &mut Reader<'_>,
         tree: ObjectId,
         source: &Path,
         below: &Path,
@@ -129,8 +132,15 @@ impl<'r> Snapshot<'r> {
     ) -> Result<(), Problem> {
         let here = source.join(below).display().to_string();
         let read = |m: String| Problem::ReadSource(here.clone(), m);
-        let tree = self.repo.find_tree(tree).map_err(|e| read(e.to_string()))?;
-        let decoded = tree.decode().map_err(|e| read(e.to_string()))?;
+        // Detached: the reader may drop its handle before the walk is below this tree.
+        let data = reader
+            .repo()
+            .find_tree(tree)
+            .map_err(|e| read(e.to_string()))?
+            .detach()
+            .data;
+        let decoded =
+            gix::objs::TreeRef::from_bytes(&data, tree.kind()).map_err(|e| read(e.to_string()))?;
         for entry in &decoded.entries {
             check_tree_name(entry.filename).map_err(|p| read(format!("a file name {p}")))?;
             let name = std::ffi::OsStr::from_bytes(entry.filename);
@@ -138,7 +148,7 @@ impl<'r> Snapshot<'r> {
             let oid = entry.oid.to_owned();
             let full = || source.join(&rel).display().to_string();
             match entry.mode.kind() {
-                GitKind::Tree => self.walk(oid, source, &rel, out)?,
+                GitKind::Tree => self.walk(reader, oid, source, &rel, out)?,
                 kind @ (GitKind::Blob | GitKind::BlobExecutable) => out.push(TreeBlob {
                     path: rel,
                     content: Content { oid, size: None },

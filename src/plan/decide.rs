@@ -35,7 +35,8 @@ pub fn make(
         observed,
         desired: desired.iter().map(|d| (&d.path, d)).collect(),
         create: Vec::new(),
-        change: Vec::new(),
+        // About one change per desired path on a first deployment: one allocation.
+        change: Vec::with_capacity(desired.len()),
         remove: Vec::new(),
         prune: Vec::new(),
         restore: Vec::new(),
@@ -275,15 +276,10 @@ impl Builder<'_> {
     /// Removes what observe found below an exact directory or an `absent` path that no
     /// desired path accounts for.
     fn extras(&mut self) {
-        let needed: BTreeSet<HostPath> = self
-            .desired
-            .keys()
-            .flat_map(|p| std::iter::successors(p.parent(), HostPath::parent))
-            .collect();
         for (path, found) in self.observed {
             if *found == Observed::Missing
                 || self.desired.contains_key(path)
-                || needed.contains(path)
+                || self.above_desired(path)
             {
                 continue;
             }
@@ -314,14 +310,11 @@ impl Builder<'_> {
     /// originals below an exact directory still desired: what a tree removed stays removed
     /// until the tree goes.
     fn prunes(&mut self, previous: &[Managed]) {
-        let needed: BTreeSet<HostPath> = self
-            .desired
-            .keys()
-            .flat_map(|p| std::iter::successors(Some((*p).clone()), HostPath::parent))
-            .collect();
+        let removed: BTreeSet<&HostPath> = self.remove.iter().map(|s| &s.path).collect();
         for managed in previous {
             let path = &managed.path;
-            if needed.contains(path) || self.remove.iter().any(|s| s.path == *path) {
+            if self.desired.contains_key(path) || self.above_desired(path) || removed.contains(path)
+            {
                 continue;
             }
             if managed.took_over {
@@ -340,6 +333,14 @@ impl Builder<'_> {
         }
     }
 
+    /// Whether a desired path is below `path` (the paths below it are one run of the map).
+    fn above_desired(&self, path: &HostPath) -> bool {
+        self.desired
+            .range::<HostPath, _>(path.below_from()..)
+            .next()
+            .is_some_and(|(below, _)| below.is_below(path))
+    }
+
     /// Whether `path` is below a desired exact directory (a tree).
     fn below_tree(&self, path: &HostPath) -> bool {
         std::iter::successors(path.parent(), HostPath::parent).any(|a| {
@@ -353,16 +354,27 @@ impl Builder<'_> {
     fn finish(mut self) -> Plan {
         self.create.sort_by(|a, b| a.path.cmp(&b.path));
         self.change.sort_by(|a, b| a.path.cmp(&b.path));
-        let deepest_first = |s: &Step| (Reverse(s.path.depth()), s.path.clone());
-        self.remove.sort_by_key(deepest_first);
-        self.prune.sort_by_key(deepest_first);
+        let deepest_first = |a: &Step, b: &Step| {
+            (Reverse(a.path.depth()), &a.path).cmp(&(Reverse(b.path.depth()), &b.path))
+        };
+        self.remove.sort_by(deepest_first);
+        self.prune.sort_by(deepest_first);
         // Parents first: a directory comes back before what was in it.
         self.restore.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut steps = self.create;
-        steps.extend(self.change);
+        // Most steps are changes: their list becomes the plan, sized once, so a plan of many
+        // files is never held twice.
+        let total = self.create.len()
+            + self.change.len()
+            + self.remove.len()
+            + self.prune.len()
+            + self.restore.len();
+        let mut steps = self.change;
+        steps.reserve_exact(total - steps.len());
+        steps.splice(0..0, self.create);
         steps.extend(self.remove);
         steps.extend(self.prune);
         steps.extend(self.restore);
+        steps.shrink_to_fit();
         Plan {
             steps,
             restart: self.restart,

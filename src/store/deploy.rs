@@ -244,11 +244,30 @@ pub struct Interrupted {
     pub paths: Vec<String>,
 }
 
+/// Inventory rows made one at a time as they are written: a deployment of many files never
+/// holds all its new rows at once.
+pub trait Rows {
+    /// Calls `f` with each row, stopping at its first error.
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+impl Rows for Vec<InventoryRow> {
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.iter().try_for_each(f)
+    }
+}
+
 /// The outcome written when a deployment ends.
 pub struct Finish<'a> {
     pub result: &'a str,
     pub error: Option<&'a str>,
-    pub inventory: &'a [InventoryRow],
+    pub inventory: &'a dyn Rows,
     /// Originals given back to the host: no longer kept.
     pub restored: &'a [String],
     pub events: &'a [DeployEvent],
@@ -304,7 +323,7 @@ fn u32_of(v: Option<i64>) -> Option<u32> {
 /// Writes `rows` into the inventory; `whole`: they replace it.
 fn write_inventory(
     tx: &rusqlite::Connection,
-    rows: &[InventoryRow],
+    rows: &dyn Rows,
     whole: bool,
 ) -> Result<(), StoreError> {
     if whole {
@@ -314,7 +333,7 @@ fn write_inventory(
                 "INSERT OR REPLACE INTO inventory (path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
-    for row in rows {
+    rows.each(&mut |row| {
         let s = row.stat;
         insert.execute(params![
             row.path,
@@ -331,8 +350,8 @@ fn write_inventory(
             s.map(|s| s.cached_ns),
             row.exact,
         ])?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn set_meta(
@@ -574,7 +593,7 @@ impl Store {
     /// only the rows it looked at): it now describes the host, with fresh stat data.
     pub fn refresh_inventory(
         &self,
-        rows: &[InventoryRow],
+        rows: &dyn Rows,
         whole: bool,
         describes: Describes<'_>,
     ) -> Result<(), StoreError> {

@@ -398,13 +398,13 @@ impl HostFs {
     /// ([`HostFs::sync_dir`]); one lost in a crash leaves the old file, whole.
     ///
     /// One `syncfs` replaces an `fsync` per file (as dpkg does for a package's files). `done`
-    /// gets each file once it is in place, with its stat. On an error the files not yet in
+    /// gets each file once it is in place, by its index in `batch`, with its stat. On an error the files not yet in
     /// place keep their destination unchanged and their temporary files are removed.
     /// `abort_at_barrier` is a test hook: a crash right after the barrier.
     pub fn commit_staged(
         &mut self,
         batch: Vec<Staged>,
-        done: &mut dyn FnMut(&HostPath, Stat),
+        done: &mut dyn FnMut(usize, Stat),
         abort_at_barrier: bool,
     ) -> Result<(), FsError> {
         let mut synced: Vec<u64> = Vec::new();
@@ -428,9 +428,9 @@ impl HostFs {
         if abort_at_barrier && result.is_ok() {
             std::process::abort();
         }
-        let mut rest = batch.into_iter();
+        let mut rest = batch.into_iter().enumerate();
         if result.is_ok() {
-            for staged in rest.by_ref() {
+            for (i, staged) in rest.by_ref() {
                 let placed = self.parent(&staged.path).and_then(|parent| {
                     rename_into_place(parent, &staged.temp, file_name(&staged.path), &staged.path)
                 });
@@ -441,7 +441,7 @@ impl HostFs {
                 }
                 // After the rename, which changes the file's ctime on most filesystems.
                 match self.stat(&staged.path) {
-                    Ok(Some(st)) => done(&staged.path, st),
+                    Ok(Some(st)) => done(i, st),
                     Ok(None) => {
                         result = Err(FsError::Stat {
                             path: staged.path.clone(),
@@ -456,7 +456,7 @@ impl HostFs {
                 }
             }
         }
-        for staged in rest {
+        for (_, staged) in rest {
             self.discard(&staged);
         }
         result
