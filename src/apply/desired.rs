@@ -1,8 +1,6 @@
 //! The manifest's entries as the planner wants them: one [`Desired`] per host path, `tree`
 //! entries expanded into exact directories and their files, content named by blob id.
 
-use std::collections::BTreeMap;
-
 use crate::manifest::{Entry, EntryKind, Group, HostPath, Manifest, Owner};
 use crate::plan::{Desired, DesiredKind};
 
@@ -23,21 +21,32 @@ pub fn expand(manifest: &Manifest, owners: Option<&OwnerOverride>) -> Vec<Desire
         .filter(|e| matches!(e.kind, EntryKind::Tree { .. }))
         .map(|e| &e.path)
         .collect();
-    let mut out: BTreeMap<HostPath, Desired> = BTreeMap::new();
+    // One list, sized once, sorted, then the first of each path kept: the entries of their
+    // own come first, and the sort is stable.
+    let size = manifest
+        .entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::Tree { files, dirs, .. } => 1 + dirs.len() + files.len(),
+            _ => 1,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size);
     for entry in manifest
         .entries
         .iter()
         .filter(|e| !matches!(e.kind, EntryKind::Tree { .. }))
     {
         let inside_tree = trees.iter().any(|t| entry.path.is_below(t));
-        out.insert(entry.path.clone(), single(entry, inside_tree, owners));
+        out.push(single(entry, inside_tree, owners));
     }
     for entry in &manifest.entries {
-        for d in tree(entry, owners) {
-            out.entry(d.path.clone()).or_insert(d);
-        }
+        tree(entry, owners, &mut out);
     }
-    out.into_values().collect()
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.dedup_by(|later, first| later.path == first.path);
+    out.shrink_to_fit();
+    out
 }
 
 fn owned(owner: &Owner, group: &Group, owners: Option<&OwnerOverride>) -> (Owner, Group) {
@@ -85,8 +94,8 @@ fn single(entry: &Entry, inside_tree: bool, owners: Option<&OwnerOverride>) -> D
     }
 }
 
-/// A tree entry's root, directories and files; nothing for other entries.
-fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
+/// A tree entry's root, directories and files, added to `out`; nothing for other entries.
+fn tree(entry: &Entry, owners: Option<&OwnerOverride>, out: &mut Vec<Desired>) {
     let EntryKind::Tree {
         files,
         dirs,
@@ -95,7 +104,7 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
         group,
     } = &entry.kind
     else {
-        return Vec::new();
+        return;
     };
     let (owner, group) = owned(owner, group, owners);
     // The manifest checked every component of a tree's relative paths.
@@ -110,7 +119,7 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
         },
         restart: entry.restart.clone(),
     };
-    let mut out = vec![dir(entry.path.clone())];
+    out.push(dir(entry.path.clone()));
     out.extend(dirs.iter().map(|d| dir(at(d))));
     out.extend(files.iter().map(|f| Desired {
         path: at(&f.path),
@@ -123,7 +132,6 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>) -> Vec<Desired> {
         },
         restart: entry.restart.clone(),
     }));
-    out
 }
 
 /// The desired state of a managed path as the inventory recorded it for the deployed commit
@@ -136,7 +144,10 @@ pub fn from_inventory(row: &crate::store::InventoryRow) -> Option<Desired> {
             .ok()
             .flatten()
             .map_or_else(|| uid.to_string(), |u| u.name);
-        Owner { uid, name }
+        Owner {
+            uid,
+            name: name.into(),
+        }
     };
     let group = || {
         let gid = row.gid.unwrap_or(0);
@@ -144,7 +155,10 @@ pub fn from_inventory(row: &crate::store::InventoryRow) -> Option<Desired> {
             .ok()
             .flatten()
             .map_or_else(|| gid.to_string(), |g| g.name);
-        Group { gid, name }
+        Group {
+            gid,
+            name: name.into(),
+        }
     };
     let kind = match row.kind.as_str() {
         "file" => DesiredKind::File {

@@ -114,15 +114,7 @@ pub fn run(
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept_originals: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
     let to_keep = capture_originals(fs, &plan, &seen, &managed, &kept_originals)?;
-    let journal: Vec<JournalStep> = plan
-        .steps
-        .iter()
-        .map(|s| JournalStep {
-            path: s.path.to_string(),
-            step: s.to_string(),
-            touches: !matches!(s.action, Action::Remove { .. } | Action::Restore),
-        })
-        .collect();
+    let journal = Journal(&plan);
     let bad_reason = format!("rolled back to {commit}");
     let mut begun = Vec::new();
     if let Some(left) = intent.leaves {
@@ -142,6 +134,7 @@ pub fn run(
     let begin = Begin {
         commit: &commit,
         kind,
+        count: plan.steps.len(),
         steps: &journal,
         originals: &to_keep,
         resumes: intent.resumes,
@@ -154,8 +147,8 @@ pub fn run(
         open.map(|o| o.file).map_err(std::io::Error::other)
     };
     let id = store.begin_deployment(&begin, &mut open)?;
-    // Journalled: their copies are not held while the steps run.
-    drop((journal, to_keep, begun));
+    // Journalled: the originals' copies are not held while the steps run.
+    drop((to_keep, begun));
 
     // From here on every way out goes through `finish`: the deployment ends `success` or
     // `failed` with its error, never `running` (only a crash leaves it so).
@@ -855,6 +848,25 @@ fn restore(fs: &mut HostFs, store: &Store, path: &HostPath) -> Result<Option<Str
     Ok(original.note)
 }
 
+/// The journal of a plan's steps, each row made as it is written.
+struct Journal<'a>(&'a Plan);
+
+impl Rows<JournalStep> for Journal<'_> {
+    fn each(
+        &self,
+        f: &mut dyn FnMut(&JournalStep) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for s in &self.0.steps {
+            f(&JournalStep {
+                path: s.path.to_string(),
+                step: s.to_string(),
+                touches: !matches!(s.action, Action::Remove { .. } | Action::Restore),
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// The inventory after a successful deployment: every desired path as it now is, each row
 /// made as it is written.
 struct Inventory<'a> {
@@ -864,7 +876,7 @@ struct Inventory<'a> {
     now: i64,
 }
 
-impl Rows for Inventory<'_> {
+impl Rows<InventoryRow> for Inventory<'_> {
     fn each(
         &self,
         f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,

@@ -853,11 +853,11 @@ fn current_user() -> Result<OwnerOverride, ApplyError> {
     Ok(OwnerOverride {
         owner: manifest::Owner {
             uid: uid.as_raw(),
-            name: user.map_or_else(|| uid.to_string(), |u| u.name),
+            name: user.map_or_else(|| uid.to_string(), |u| u.name).into(),
         },
         group: manifest::Group {
             gid: gid.as_raw(),
-            name: group.map_or_else(|| gid.to_string(), |g| g.name),
+            name: group.map_or_else(|| gid.to_string(), |g| g.name).into(),
         },
     })
 }

@@ -41,14 +41,20 @@ pub fn owner(origin: &Origin, raw: Option<&RawId>) -> Result<Owner, ManifestErro
     let (uid, name) = resolve_id(origin, "owner", raw, |name| {
         nix::unistd::User::from_name(name).map(|u| u.map(|u| u.uid.as_raw()))
     })?;
-    Ok(Owner { uid, name })
+    Ok(Owner {
+        uid,
+        name: name.into(),
+    })
 }
 
 pub fn group(origin: &Origin, raw: Option<&RawId>) -> Result<Group, ManifestError> {
     let (gid, name) = resolve_id(origin, "group", raw, |name| {
         nix::unistd::Group::from_name(name).map(|g| g.map(|g| g.gid.as_raw()))
     })?;
-    Ok(Group { gid, name })
+    Ok(Group {
+        gid,
+        name: name.into(),
+    })
 }
 
 /// A numeric id is taken as it is; a name is looked up with `find`; absent means root (0).

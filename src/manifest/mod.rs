@@ -264,18 +264,20 @@ pub struct Content {
     pub size: Option<u64>,
 }
 
-/// A resolved owner: the uid, and the name as written (or the number).
+/// A resolved owner: the uid, and the name as written (or the number). The name is shared:
+/// every file of a tree has the same owner, and a copy costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub uid: u32,
-    pub name: String,
+    pub name: std::sync::Arc<str>,
 }
 
-/// A resolved group: the gid, and the name as written (or the number).
+/// A resolved group: the gid, and the name as written (or the number), shared as
+/// [`Owner`]'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub gid: u32,
-    pub name: String,
+    pub name: std::sync::Arc<str>,
 }
 
 /// `[[unit]]`: the state a systemd unit should be in; `None` leaves that aspect alone.

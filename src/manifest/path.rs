@@ -7,6 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,9 +35,11 @@ pub enum PathProblem {
 ///
 /// Being normalised, two paths are equal exactly when their bytes are, so comparison, order
 /// and hashing work on the bytes: a parent sorts before everything below it, and tens of
-/// thousands of paths sort and look up fast (`Path`'s own order walks components).
+/// thousands of paths sort and look up fast (`Path`'s own order walks components). It is
+/// shared: the desired state, the plan and a deployment's progress name the same paths, and a
+/// copy costs no allocation.
 #[derive(Debug, Clone)]
-pub struct HostPath(PathBuf);
+pub struct HostPath(Arc<Path>);
 
 impl HostPath {
     fn bytes(&self) -> &[u8] {
@@ -76,12 +79,12 @@ impl HostPath {
         let bytes = raw.as_ref().as_bytes();
         let rest = bytes.strip_prefix(b"/").ok_or(PathProblem::NotAbsolute)?;
         check_components(rest)?;
-        Ok(Self(PathBuf::from(raw.as_ref())))
+        Ok(Self(Path::new(raw.as_ref()).into()))
     }
 
     /// `self` joined with a relative path whose components were already checked.
     pub(crate) fn join_checked(&self, relative: &Path) -> Self {
-        Self(self.0.join(relative))
+        Self(self.0.join(relative).into())
     }
 
     pub fn as_path(&self) -> &Path {
@@ -104,13 +107,13 @@ impl HostPath {
     pub fn below_from(&self) -> HostPath {
         let mut bytes = self.bytes().to_vec();
         bytes.push(b'/');
-        Self(PathBuf::from(OsString::from_vec(bytes)))
+        Self(PathBuf::from(OsString::from_vec(bytes)).into())
     }
 
     /// The parent directory, unless it is `/`.
     pub fn parent(&self) -> Option<HostPath> {
         self.parent_bytes()
-            .map(|p| Self(PathBuf::from(OsStr::from_bytes(p))))
+            .map(|p| Self(Path::new(OsStr::from_bytes(p)).into()))
     }
 
     /// The bytes of the parent directory, unless it is `/`; no allocation.
@@ -128,7 +131,7 @@ impl HostPath {
 
     /// Checks that the path is strictly inside one of `allowed`.
     pub fn check_allowed(&self, allowed: &[PathBuf]) -> Result<(), PathProblem> {
-        if allowed.iter().any(|a| self.is_within(a) && self.0 != *a) {
+        if allowed.iter().any(|a| self.is_within(a) && *self.0 != **a) {
             return Ok(());
         }
         let allowed = allowed

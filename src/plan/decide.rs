@@ -386,13 +386,13 @@ impl Builder<'_> {
 fn root_owner() -> Owner {
     Owner {
         uid: 0,
-        name: "root".to_owned(),
+        name: "root".into(),
     }
 }
 
 fn root_group() -> Group {
     Group {
         gid: 0,
-        name: "root".to_owned(),
+        name: "root".into(),
     }
 }

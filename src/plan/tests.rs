@@ -13,11 +13,11 @@ fn p(path: &str) -> HostPath {
 fn owner(uid: u32, name: &str) -> (Owner, Group) {
     let o = Owner {
         uid,
-        name: name.to_owned(),
+        name: name.into(),
     };
     let g = Group {
         gid: uid,
-        name: name.to_owned(),
+        name: name.into(),
     };
     (o, g)
 }

@@ -223,7 +223,9 @@ pub struct Begin<'a> {
     pub commit: &'a str,
     /// `apply`, `repair` or `rollback`.
     pub kind: &'a str,
-    pub steps: &'a [JournalStep],
+    /// How many steps `steps` has.
+    pub count: usize,
+    pub steps: &'a dyn Rows<JournalStep>,
     /// Originals of the paths it takes over (one already kept is never replaced).
     pub originals: &'a [Keep],
     /// The interrupted deployment this one resumes, marked interrupted with this message.
@@ -244,21 +246,15 @@ pub struct Interrupted {
     pub paths: Vec<String>,
 }
 
-/// Inventory rows made one at a time as they are written: a deployment of many files never
-/// holds all its new rows at once.
-pub trait Rows {
+/// Rows made one at a time as they are written (journal steps, inventory rows): a
+/// deployment of many files never holds all of them at once.
+pub trait Rows<T> {
     /// Calls `f` with each row, stopping at its first error.
-    fn each(
-        &self,
-        f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn each(&self, f: &mut dyn FnMut(&T) -> Result<(), StoreError>) -> Result<(), StoreError>;
 }
 
-impl Rows for Vec<InventoryRow> {
-    fn each(
-        &self,
-        f: &mut dyn FnMut(&InventoryRow) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+impl<T> Rows<T> for Vec<T> {
+    fn each(&self, f: &mut dyn FnMut(&T) -> Result<(), StoreError>) -> Result<(), StoreError> {
         self.iter().try_for_each(f)
     }
 }
@@ -267,7 +263,7 @@ impl Rows for Vec<InventoryRow> {
 pub struct Finish<'a> {
     pub result: &'a str,
     pub error: Option<&'a str>,
-    pub inventory: &'a dyn Rows,
+    pub inventory: &'a dyn Rows<InventoryRow>,
     /// Originals given back to the host: no longer kept.
     pub restored: &'a [String],
     pub events: &'a [DeployEvent],
@@ -323,7 +319,7 @@ fn u32_of(v: Option<i64>) -> Option<u32> {
 /// Writes `rows` into the inventory; `whole`: they replace it.
 fn write_inventory(
     tx: &rusqlite::Connection,
-    rows: &dyn Rows,
+    rows: &dyn Rows<InventoryRow>,
     whole: bool,
 ) -> Result<(), StoreError> {
     if whole {
@@ -487,7 +483,7 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO deployments (commit_oid, kind, started, result, steps) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![begin.commit, begin.kind, to_i64(now()), to_i64(begin.steps.len() as u64)],
+            params![begin.commit, begin.kind, to_i64(now()), to_i64(begin.count as u64)],
         )?;
         let id = tx.last_insert_rowid();
         // Until this deployment finishes, the inventory may not describe the host.
@@ -496,9 +492,12 @@ impl Store {
             let mut journal = tx.prepare(
                 "INSERT INTO journal (deployment_id, seq, path, step, touches) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (seq, s) in begin.steps.iter().enumerate() {
-                journal.execute(params![id, to_i64(seq as u64), s.path, s.step, s.touches])?;
-            }
+            let mut seq = 0u64;
+            begin.steps.each(&mut |s| {
+                journal.execute(params![id, to_i64(seq), s.path, s.step, s.touches])?;
+                seq += 1;
+                Ok(())
+            })?;
             let mut keep = tx.prepare(
                 "INSERT OR IGNORE INTO originals
                      (path, kind, bytes, mode, uid, gid, target, saved, mtime_ns, xattrs, note)
@@ -593,7 +592,7 @@ impl Store {
     /// only the rows it looked at): it now describes the host, with fresh stat data.
     pub fn refresh_inventory(
         &self,
-        rows: &dyn Rows,
+        rows: &dyn Rows<InventoryRow>,
         whole: bool,
         describes: Describes<'_>,
     ) -> Result<(), StoreError> {

@@ -48,7 +48,8 @@ pub(super) fn temp_name(name: &OsStr) -> OsString {
     let random = RandomState::new().hash_one(CALLS.fetch_add(1, Ordering::Relaxed));
     let suffix = format!(".{random:016x}");
     let keep = name.len().min(NAME_MAX - TEMP_PREFIX.len() - suffix.len());
-    let mut temp = Vec::with_capacity(NAME_MAX);
+    // Exactly sized: a batch holds thousands of these until it is renamed into place.
+    let mut temp = Vec::with_capacity(TEMP_PREFIX.len() + keep + suffix.len());
     temp.extend_from_slice(TEMP_PREFIX.as_bytes());
     temp.extend_from_slice(&name.as_bytes()[..keep]);
     temp.extend_from_slice(suffix.as_bytes());
