@@ -336,11 +336,10 @@ impl<'p> Batch<'p> {
     }
 }
 
-/// Makes the renames and removals of the deployment durable: one fsync per directory.
+/// Makes the renames and removals of the deployment durable ([`HostFs::sync_dirs`]).
 fn sync_dirs(fs: &mut HostFs, progress: &Progress) -> Result<(), ApplyError> {
-    for dir in progress.dirs_to_sync() {
-        fs.sync_dir(dir.as_ref())?;
-    }
+    let dirs = progress.dirs_to_sync();
+    fs.sync_dirs(dirs.iter().map(Option::as_ref))?;
     Ok(())
 }
 
