@@ -4,6 +4,49 @@
 use crate::manifest::{Entry, EntryKind, Group, HostPath, Manifest, Owner};
 use crate::plan::{Desired, DesiredKind};
 
+/// Owner and group names by id, each looked up in the user database once.
+#[derive(Default)]
+pub struct Names {
+    owners: Vec<Owner>,
+    groups: Vec<Group>,
+}
+
+impl Names {
+    /// The owner with `uid`, named as the user database names it (or by the number).
+    pub fn owner(&mut self, uid: u32) -> Owner {
+        if let Some(o) = self.owners.iter().find(|o| o.uid == uid) {
+            return o.clone();
+        }
+        let name = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        let owner = Owner {
+            uid,
+            name: name.into(),
+        };
+        self.owners.push(owner.clone());
+        owner
+    }
+
+    /// The group with `gid`, named as the group database names it (or by the number).
+    pub fn group(&mut self, gid: u32) -> Group {
+        if let Some(g) = self.groups.iter().find(|g| g.gid == gid) {
+            return g.clone();
+        }
+        let name = nix::unistd::Group::from_gid(gid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name);
+        let group = Group {
+            gid,
+            name: name.into(),
+        };
+        self.groups.push(group.clone());
+        group
+    }
+}
+
 /// Who owns what outpost writes when the manifest's owners are not applied (`apply.set_owner
 /// = false`): the user running outpost.
 #[derive(Debug, Clone)]
@@ -136,42 +179,22 @@ fn tree(entry: &Entry, owners: Option<&OwnerOverride>, out: &mut Vec<Desired>) {
 
 /// The desired state of a managed path as the inventory recorded it for the deployed commit
 /// (`None` for a row that is not one of the four kinds).
-pub fn from_inventory(row: &crate::store::InventoryRow) -> Option<Desired> {
+pub fn from_inventory(row: &crate::store::InventoryRow, names: &mut Names) -> Option<Desired> {
     let path = HostPath::parse(&row.path).ok()?;
-    let owner = || {
-        let uid = row.uid.unwrap_or(0);
-        let name = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| uid.to_string(), |u| u.name);
-        Owner {
-            uid,
-            name: name.into(),
-        }
-    };
-    let group = || {
-        let gid = row.gid.unwrap_or(0);
-        let name = nix::unistd::Group::from_gid(gid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| gid.to_string(), |g| g.name);
-        Group {
-            gid,
-            name: name.into(),
-        }
-    };
+    let uid = row.uid.unwrap_or(0);
+    let gid = row.gid.unwrap_or(0);
     let kind = match row.kind.as_str() {
         "file" => DesiredKind::File {
             blob: gix::ObjectId::from_hex(row.blob.as_deref()?.as_bytes()).ok()?,
             size: None,
             mode: row.mode?,
-            owner: owner(),
-            group: group(),
+            owner: names.owner(uid),
+            group: names.group(gid),
         },
         "directory" => DesiredKind::Directory {
             mode: row.mode?,
-            owner: owner(),
-            group: group(),
+            owner: names.owner(uid),
+            group: names.group(gid),
             exact: row.exact,
         },
         "symlink" => DesiredKind::Symlink {

@@ -3,6 +3,8 @@
 //! with the stat cache. Only when something differs, or a cache entry is too fresh to trust,
 //! is the full cycle (manifest, observe, plan) run.
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 use super::fs::{HostFs, Kind, Stat};
@@ -42,7 +44,47 @@ pub fn fingerprint(config: &Config, commit: &str) -> String {
 /// The rows whose path is not as the inventory recorded it, judged by stat data alone. An
 /// exact directory is a suspect when an entry appeared, went or was renamed in it; what is
 /// below it is judged on its own.
-pub fn suspects(fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
+///
+/// A large inventory is split between threads, one per core (up to four), each with its own
+/// handle on the host root (`root`): the time goes into the kernel's path lookups, which run
+/// side by side.
+pub fn suspects(root: &Path, fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
+    const PER_THREAD: usize = 2048;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4)
+        .min(rows.len() / PER_THREAD)
+        .max(1);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let mut chunks = rows.chunks(chunk).enumerate();
+    let Some((_, first)) = chunks.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .map(|(n, rows)| {
+                let offset = n * chunk;
+                scope.spawn(move || match HostFs::open(root) {
+                    Ok(mut fs) => Ok(suspects_in(&mut fs, rows, offset)),
+                    Err(_) => Err((rows, offset)),
+                })
+            })
+            .collect();
+        let mut out = suspects_in(fs, first, 0);
+        for other in others {
+            match other.join() {
+                Ok(Ok(found)) => out.extend(found),
+                // No handle of its own: this thread does its part.
+                Ok(Err((rows, offset))) => out.extend(suspects_in(fs, rows, offset)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
+/// [`suspects`] of `rows`, numbered from `offset`.
+fn suspects_in(fs: &mut HostFs, rows: &[InventoryRow], offset: usize) -> Vec<usize> {
     rows.iter()
         .enumerate()
         .filter(|(_, row)| {
@@ -52,7 +94,7 @@ pub fn suspects(fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
                 Err(_) => false,
             })
         })
-        .map(|(i, _)| i)
+        .map(|(i, _)| offset + i)
         .collect()
 }
 
@@ -161,19 +203,45 @@ mod tests {
             row("/opt/app/sub/a", "file", false, Some(&a), later),
             row("/opt/b", "file", false, Some(&b), later),
         ];
-        assert_eq!(suspects(&mut fs, &rows), Vec::<usize>::new());
+        assert_eq!(suspects(root.path(), &mut fs, &rows), Vec::<usize>::new());
         std::fs::write(root.path().join("opt/app/sub/extra"), "x")?;
         assert_eq!(
-            suspects(&mut fs, &rows),
+            suspects(root.path(), &mut fs, &rows),
             vec![2],
             "only the tree directory an entry appeared in"
         );
         let fresh = vec![row("/opt/b", "file", false, Some(&b), b.mtime_ns)];
         assert_eq!(
-            suspects(&mut fs, &fresh),
+            suspects(root.path(), &mut fs, &fresh),
             vec![0],
             "a cache entry recorded too soon is not trusted"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_large_inventory_split_between_threads_finds_the_same_suspects()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let root = tempfile::tempdir()?;
+        let mut fs = HostFs::open(root.path())?;
+        let later = i64::MAX / 2;
+        let mut rows = Vec::new();
+        for d in 0..10 {
+            std::fs::create_dir(root.path().join(format!("d{d}")))?;
+            for f in 0..500 {
+                let rel = format!("d{d}/f{f:03}");
+                std::fs::write(root.path().join(&rel), "x")?;
+                let path = format!("/{rel}");
+                let stat = fs.stat(&HostPath::parse(&path)?)?.ok_or("missing")?;
+                rows.push(row(&path, "file", false, Some(&stat), later));
+            }
+        }
+        // One in each part the rows may be split into, and the very last.
+        let changed = [7, 2100, 4321, 4999];
+        for &i in &changed {
+            std::fs::write(root.path().join(&rows[i].path[1..]), "changed")?;
+        }
+        assert_eq!(suspects(root.path(), &mut fs, &rows), changed);
         Ok(())
     }
 }

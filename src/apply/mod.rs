@@ -274,7 +274,8 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
         return Ok(Fast::Unknown);
     }
     let rows = store.inventory()?;
-    let suspects = fast::suspects(fs, &rows);
+    tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), "inventory read");
+    let suspects = fast::suspects(&config.host.root, fs, &rows);
     tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), suspects = suspects.len(), "fast path");
     if let Some(json) = services {
         // Restarts and health checks are only in the manifest: a repair is planned in full.
@@ -317,9 +318,10 @@ pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, App
     // Creates the state dir, private, when it is missing.
     let _lock = lock::acquire(state, lock::WAIT)?;
     let started = std::time::Instant::now();
-    if let Some(nothing) = unchanged(config, goal)? {
+    let known = unchanged(config, goal)?;
+    if let Fast::Clean(planned) = known {
         tracing::debug!(elapsed = ?started.elapsed(), "nothing to do (read-only)");
-        return Ok(nothing);
+        return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
     }
     let store = Store::open(state)?;
     tracing::debug!(elapsed = ?started.elapsed(), "state opened and checked");
@@ -343,7 +345,7 @@ pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, App
             ..Applied::nothing(resumed.commit.clone(), None)
         });
     }
-    let applied = converge(config, &store, &mut fs, goal, fault_after);
+    let applied = converge(config, &store, &mut fs, goal, fault_after, known);
     let applied = after_gate(config, &store, &mut fs, applied.map(Some), faults.rollback);
     let nothing = matches!(&applied, Ok(Some(a)) if a.kind == "none");
     if !nothing || resumed.is_some() {
@@ -354,30 +356,29 @@ pub fn apply(config: &Config, goal: Goal, faults: Faults) -> Result<Applied, App
     Ok(applied)
 }
 
-/// The hot path of a reconcile that finds nothing to do, read-only: no write to the state dir
-/// (flash wear), no integrity check of the whole database. Taken only when the database needs
-/// nothing of a writer (its schema current, its mirror in step, no deployment interrupted)
-/// and the inventory's stat cache says the host is as deployed; `None` sends the caller the
-/// writing way.
-fn unchanged(config: &Config, goal: Goal) -> Result<Option<Applied>, ApplyError> {
+/// The hot path of a reconcile, read-only: no write to the state dir (flash wear), no
+/// integrity check of the whole database. Taken only when the database needs nothing of a
+/// writer (its schema current, its mirror in step, no deployment interrupted); what the
+/// inventory's stat cache says of the host then stands for the writer too (the lock is
+/// held, so the inventory cannot change meanwhile): `Clean` is a reconcile that finds
+/// nothing to do, `Suspects` the paths a repair looks at. `Unknown` sends the caller the
+/// whole writing way.
+fn unchanged(config: &Config, goal: Goal) -> Result<Fast, ApplyError> {
     if goal != Goal::Newest {
-        return Ok(None);
+        return Ok(Fast::Unknown);
     }
     // Anything a reader cannot do (an older schema, a hot journal a crash left for a writer
     // to roll back) is the writer's job.
     let store = match Store::open_read_only(&config.state.dir) {
         Ok(Some(store)) => store,
         Err(e @ StoreError::Newer { .. }) => return Err(e.into()),
-        Ok(None) | Err(_) => return Ok(None),
+        Ok(None) | Err(_) => return Ok(Fast::Unknown),
     };
     if !store.settled()? || store.interrupted_deployment()?.is_some() {
-        return Ok(None);
+        return Ok(Fast::Unknown);
     }
     let mut fs = HostFs::open(&config.host.root)?;
-    Ok(match fast_check(config, &store, &mut fs)? {
-        Fast::Clean(planned) => Some(Applied::nothing(planned.commit.to_string(), planned.note)),
-        _ => None,
-    })
+    fast_check(config, &store, &mut fs)
 }
 
 /// After a deployment of a new commit failed its health gate (and was recorded failed, its
@@ -488,17 +489,20 @@ fn resume(
     execute::run(config, store, &objects, fs, cycle, &intent, &fingerprint).map(Some)
 }
 
-/// One cycle to the goal's commit, once no deployment is left interrupted.
+/// One cycle to the goal's commit, once no deployment is left interrupted; `known` is what
+/// the read-only look found ([`unchanged`]).
 fn converge(
     config: &Config,
     store: &Store,
     fs: &mut HostFs,
     goal: Goal,
     fault_after: Option<usize>,
+    known: Fast,
 ) -> Result<Applied, ApplyError> {
-    let fast = match goal {
-        Goal::Newest => fast_check(config, store, fs)?,
-        Goal::Rollback => Fast::Unknown,
+    let fast = match (goal, known) {
+        (Goal::Newest, known @ Fast::Suspects { .. }) => known,
+        (Goal::Newest, _) => fast_check(config, store, fs)?,
+        (Goal::Rollback, _) => Fast::Unknown,
     };
     if let Fast::Clean(planned) = fast {
         return Ok(Applied::nothing(planned.commit.to_string(), planned.note));
@@ -656,9 +660,10 @@ impl Cycle {
         } else {
             Some(current_user()?)
         };
+        let mut names = desired::Names::default();
         let desired: Vec<plan::Desired> = previous
             .iter()
-            .filter_map(desired::from_inventory)
+            .filter_map(|row| desired::from_inventory(row, &mut names))
             .collect();
         // Managed paths that are not suspects are as recorded: never extras of a tree.
         let managed_path = |p: &HostPath| {
