@@ -11,7 +11,7 @@ use super::fs::{HostFs, Kind, Stat};
 use super::observe::{cache_holds, settled};
 use crate::config::Config;
 use crate::manifest::HostPath;
-use crate::store::{InventoryRow, StatCache};
+use crate::store::{InventoryRow, StatCache, StoreError};
 
 /// What the desired state depends on besides the commit: the host's name, labels, allowed
 /// paths and owner policy, and the user database owner names resolve in.
@@ -41,50 +41,82 @@ pub fn fingerprint(config: &Config, commit: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The rows whose path is not as the inventory recorded it, judged by stat data alone. An
-/// exact directory is a suspect when an entry appeared, went or was renamed in it; what is
-/// below it is judged on its own.
-///
-/// A large inventory is split between threads, one per core (up to four), each with its own
-/// handle on the host root (`root`): the time goes into the kernel's path lookups, which run
-/// side by side.
-pub fn suspects(root: &Path, fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
-    const PER_THREAD: usize = 2048;
-    let threads = std::thread::available_parallelism()
+/// Rows per chunk the inventory is read and stat-ed in.
+pub const CHUNK: usize = 2048;
+
+/// The inventory `read` hands over in chunks, with its suspects ([`suspects`]). Each chunk is stat-ed as
+/// soon as it is read, by the next free of one thread per core (up to four, each with its own
+/// handle on the host `root`; this thread joins them once everything is read): the time of a
+/// no-op goes into the kernel's path lookups and into SQLite, and these run side by side.
+pub fn read_suspects(
+    root: &Path,
+    fs: &mut HostFs,
+    read: impl FnOnce(&mut dyn FnMut(Vec<InventoryRow>)) -> Result<(), StoreError>,
+) -> Result<(Vec<InventoryRow>, Vec<usize>), StoreError> {
+    type Done = Vec<(usize, Vec<InventoryRow>, Vec<usize>)>;
+    let helpers = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(4)
-        .min(rows.len() / PER_THREAD)
-        .max(1);
-    let chunk = rows.len().div_ceil(threads).max(1);
-    let mut chunks = rows.chunks(chunk).enumerate();
-    let Some((_, first)) = chunks.next() else {
-        return Vec::new();
+        .clamp(1, 4)
+        - 1;
+    let (send, receive) = std::sync::mpsc::channel::<(usize, Vec<InventoryRow>)>();
+    let receive = std::sync::Mutex::new(receive);
+    // Takes chunks until every chunk is read and taken.
+    let work = |fs: &mut HostFs| -> Done {
+        let mut done = Vec::new();
+        loop {
+            let next = match receive.lock() {
+                Ok(r) => r.recv(),
+                Err(_) => return done,
+            };
+            let Ok((n, rows)) = next else {
+                return done;
+            };
+            let found = suspects(fs, &rows);
+            done.push((n, rows, found));
+        }
     };
-    std::thread::scope(|scope| {
-        let others: Vec<_> = chunks
-            .map(|(n, rows)| {
-                let offset = n * chunk;
-                scope.spawn(move || match HostFs::open(root) {
-                    Ok(mut fs) => Ok(suspects_in(&mut fs, rows, offset)),
-                    Err(_) => Err((rows, offset)),
-                })
-            })
-            .collect();
-        let mut out = suspects_in(fs, first, 0);
-        for other in others {
-            match other.join() {
-                Ok(Ok(found)) => out.extend(found),
-                // No handle of its own: this thread does its part.
-                Ok(Err((rows, offset))) => out.extend(suspects_in(fs, rows, offset)),
+    let (mut done, read) = std::thread::scope(|scope| {
+        let mut started = Vec::new();
+        let mut chunks = 0;
+        let read = read(&mut |rows| {
+            // Helpers only for an inventory of more than one chunk.
+            if chunks == 1 {
+                for _ in 0..helpers {
+                    started.push(scope.spawn(|| match HostFs::open(root) {
+                        Ok(mut fs) => work(&mut fs),
+                        Err(_) => Vec::new(),
+                    }));
+                }
+            }
+            // The receiver lives until the scope ends: the send cannot fail.
+            let _ = send.send((chunks, rows));
+            chunks += 1;
+        });
+        drop(send);
+        let mut done = work(fs);
+        for helper in started {
+            match helper.join() {
+                Ok(theirs) => done.extend(theirs),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        out
-    })
+        (done, read)
+    });
+    read?;
+    done.sort_by_key(|(n, _, _)| *n);
+    let mut rows = Vec::with_capacity(done.iter().map(|(_, r, _)| r.len()).sum());
+    let mut suspects = Vec::new();
+    for (_, chunk, found) in done {
+        suspects.extend(found.into_iter().map(|i| rows.len() + i));
+        rows.extend(chunk);
+    }
+    Ok((rows, suspects))
 }
 
-/// [`suspects`] of `rows`, numbered from `offset`.
-fn suspects_in(fs: &mut HostFs, rows: &[InventoryRow], offset: usize) -> Vec<usize> {
+/// The rows whose path is not as the inventory recorded it, judged by stat data alone. An
+/// exact directory is a suspect when an entry appeared, went or was renamed in it; what is
+/// below it is judged on its own.
+fn suspects(fs: &mut HostFs, rows: &[InventoryRow]) -> Vec<usize> {
     rows.iter()
         .enumerate()
         .filter(|(_, row)| {
@@ -94,7 +126,7 @@ fn suspects_in(fs: &mut HostFs, rows: &[InventoryRow], offset: usize) -> Vec<usi
                 Err(_) => false,
             })
         })
-        .map(|(i, _)| offset + i)
+        .map(|(i, _)| i)
         .collect()
 }
 
@@ -203,16 +235,16 @@ mod tests {
             row("/opt/app/sub/a", "file", false, Some(&a), later),
             row("/opt/b", "file", false, Some(&b), later),
         ];
-        assert_eq!(suspects(root.path(), &mut fs, &rows), Vec::<usize>::new());
+        assert_eq!(suspects(&mut fs, &rows), Vec::<usize>::new());
         std::fs::write(root.path().join("opt/app/sub/extra"), "x")?;
         assert_eq!(
-            suspects(root.path(), &mut fs, &rows),
+            suspects(&mut fs, &rows),
             vec![2],
             "only the tree directory an entry appeared in"
         );
         let fresh = vec![row("/opt/b", "file", false, Some(&b), b.mtime_ns)];
         assert_eq!(
-            suspects(root.path(), &mut fs, &fresh),
+            suspects(&mut fs, &fresh),
             vec![0],
             "a cache entry recorded too soon is not trusted"
         );
@@ -226,9 +258,9 @@ mod tests {
         let mut fs = HostFs::open(root.path())?;
         let later = i64::MAX / 2;
         let mut rows = Vec::new();
-        for d in 0..10 {
+        for d in 0..5 {
             std::fs::create_dir(root.path().join(format!("d{d}")))?;
-            for f in 0..500 {
+            for f in 0..100 {
                 let rel = format!("d{d}/f{f:03}");
                 std::fs::write(root.path().join(&rel), "x")?;
                 let path = format!("/{rel}");
@@ -236,12 +268,19 @@ mod tests {
                 rows.push(row(&path, "file", false, Some(&stat), later));
             }
         }
-        // One in each part the rows may be split into, and the very last.
-        let changed = [7, 2100, 4321, 4999];
+        // One in each of several chunks, and the very last.
+        let changed = [7, 210, 432, 499];
         for &i in &changed {
             std::fs::write(root.path().join(&rows[i].path[1..]), "changed")?;
         }
-        assert_eq!(suspects(root.path(), &mut fs, &rows), changed);
+        let (read, found) = read_suspects(root.path(), &mut fs, |f| {
+            for chunk in rows.chunks(100) {
+                f(chunk.to_vec());
+            }
+            Ok(())
+        })?;
+        assert_eq!(read, rows, "every row, in order");
+        assert_eq!(found, changed);
         Ok(())
     }
 }

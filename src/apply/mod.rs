@@ -273,9 +273,9 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
     {
         return Ok(Fast::Unknown);
     }
-    let rows = store.inventory()?;
-    tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), "inventory read");
-    let suspects = fast::suspects(&config.host.root, fs, &rows);
+    let (rows, suspects) = fast::read_suspects(&config.host.root, fs, |f| {
+        store.inventory_chunks(fast::CHUNK, f)
+    })?;
     tracing::debug!(elapsed = ?clock.elapsed(), paths = rows.len(), suspects = suspects.len(), "fast path");
     if let Some(json) = services {
         // Restarts and health checks are only in the manifest: a repair is planned in full.

@@ -368,6 +368,26 @@ fn set_meta(
 impl Store {
     /// The inventory of the last deployment, by path.
     pub fn inventory(&self) -> Result<Vec<InventoryRow>, StoreError> {
+        let mut rows = Vec::new();
+        self.inventory_chunks(usize::MAX, &mut |chunk| {
+            if rows.is_empty() {
+                rows = chunk;
+            } else {
+                rows.extend(chunk);
+            }
+        })?;
+        Ok(rows)
+    }
+
+    /// The inventory of the last deployment, by path, handed to `f` in chunks of `size` rows
+    /// as they are read (the last may be shorter): the caller can work on one chunk while
+    /// the next is read.
+    pub fn inventory_chunks(
+        &self,
+        size: usize,
+        f: &mut dyn FnMut(Vec<InventoryRow>),
+    ) -> Result<(), StoreError> {
+        let size = size.max(1);
         let mut stmt = self.conn.prepare(
             "SELECT path, kind, blob, mode, uid, gid, target, size, mtime_ns, ctime_ns, ino, cached_ns, exact
              FROM inventory ORDER BY path",
@@ -395,7 +415,17 @@ impl Store {
                 stat,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut chunk = Vec::new();
+        for row in rows {
+            chunk.push(row?);
+            if chunk.len() == size {
+                f(std::mem::take(&mut chunk));
+            }
+        }
+        if !chunk.is_empty() {
+            f(chunk);
+        }
+        Ok(())
     }
 
     /// The paths whose originals outpost keeps.

@@ -346,8 +346,10 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(open_err)?;
+        // No mutex: a connection is used by one thread (rusqlite's default too); SQLite's
+        // serialized mode would lock it for every column of every row read.
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let checked = check_version(&Migrations::from_slice(MIGRATIONS), &conn, &path, false);
         if checked.is_err() && state_dir.join(format!("{DB_FILE}-journal")).exists() {
