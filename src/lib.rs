@@ -24,15 +24,21 @@
 //!
 //! A reconcile (`apply`) first finishes a deployment a crash interrupted, to that deployment's
 //! own target; then it goes to the newest trusted commit, or, while that one is marked bad
-//! (a rollback left it), stays at the newest good deployment. Its hot path reads the inventory,
-//! stats each managed path and compares with the stat cache; when that describes the host for
-//! the target commit and this host's config, and nothing differs, nothing more is read. Paths
-//! that differ are repaired from the inventory alone. Otherwise the manifest is loaded for
+//! (a rollback left it), stays at the newest good deployment. Its hot path, read-only, reads
+//! the inventory in chunks, stats each managed path (a chunk per core while the next is read)
+//! and compares with the stat cache; when that describes the host for the target commit and
+//! this host's config, and nothing differs, nothing more is read. Paths that differ are
+//! repaired from the inventory alone. Otherwise the manifest is loaded for
 //! this host, the host observed (files, and the declared units in one `systemctl show`) and a
 //! plan made; the deployment is journalled, executed through `apply::fs` with its unit steps
 //! around the files, checked by the health gate, and recorded, in one place, as a success with
 //! the new inventory or as failed with its error. A new commit that fails its gate is marked
 //! bad and the host goes back to the newest good deployment through the rollback code.
+//! A deployment holds its plan, never the contents: each blob is read as its file is written,
+//! through object-store handles that are dropped every few hundred reads so that the pack
+//! pages they mapped go with them ([`repo::Reader`]); the journal and the new inventory are
+//! written row by row as they are made; file writes are made durable in batches (one `syncfs`
+//! per filesystem, then the renames).
 //!
 //! # Modules
 //!
@@ -46,7 +52,8 @@
 //!   (namespace `outpost-bundle`) and of commits (namespace `git`).
 //! * [`bundle`] — the git bundle header (v2/v3), parsed by hand with bounded lines.
 //! * [`repo`] — the bare object store under `state_dir/objects`: quarantined pack indexing,
-//!   ancestry, commit signatures, the tracked ref; [`repo::repack`] consolidates packs.
+//!   ancestry, commit signatures, the tracked ref; [`repo::repack`] consolidates packs;
+//!   [`repo::Reader`] reads long runs of objects without keeping the pack mapped.
 //! * [`store`] — `outpost.db` (SQLite): bundles, commits, events, the high-water mark and its
 //!   checksummed mirror file `state_dir/floor`; deployments, their journal, the inventory and
 //!   the originals; the private state dir; upstream sync attempts; retention (the bundle cache
