@@ -729,21 +729,43 @@ fn newest(db: Option<HighWater>, mirror: Option<HighWater>) -> Option<HighWater>
     }
 }
 
+/// Checks the database's structure at every writer's open (`PRAGMA quick_check` of each
+/// table, with its indexes): every table but the cached bundles' bytes. Those are most of the
+/// database (up to `state.bundle_cache`), and checking them would make every deployment read
+/// the whole cache; they are never trusted as they are read, only relayed, and whoever takes
+/// a relayed bundle checks its signature.
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let detail: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    if detail == "ok" {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt {
-            path: path.to_owned(),
-            detail,
-        })
+    let open_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let tables: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'bundle_chunks' ORDER BY name",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(open_err)?;
+    for table in tables {
+        let checked = conn.query_row(
+            &format!("PRAGMA quick_check(\"{}\")", table.replace('"', "\"\"")),
+            [],
+            |r| r.get::<_, String>(0),
+        );
+        let detail = match checked {
+            Ok(detail) => detail,
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+                format!("table {table}: {e}")
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+        if detail != "ok" {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail,
+            });
+        }
     }
+    Ok(())
 }
 
 fn check_version(
@@ -904,6 +926,57 @@ mod tests {
             fingerprint: "SHA256:x".into(),
             accepted_at: 1,
         }
+    }
+
+    #[test]
+    fn a_damaged_table_fails_the_integrity_check_at_open() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join(DB_FILE);
+        {
+            let store = Store::open(dir.path())?;
+            let rows: Vec<InventoryRow> = (0..200)
+                .map(|i| InventoryRow {
+                    path: format!("/srv/www/page-{i:05}.html"),
+                    kind: "file".into(),
+                    exact: false,
+                    blob: Some("ab".repeat(20)),
+                    mode: Some(0o644),
+                    uid: Some(0),
+                    gid: Some(0),
+                    target: None,
+                    stat: None,
+                })
+                .collect();
+            let describes = Describes {
+                commit: "c",
+                fingerprint: "f",
+                services: None,
+            };
+            store.refresh_inventory(&rows, true, describes)?;
+        }
+        // Closed: the write-ahead log is checkpointed into the file. Scribble over the middle
+        // of the inventory's root page.
+        let root: i64 = Connection::open(&db)?.query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'inventory'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut bytes = std::fs::read(&db)?;
+        let page = usize::try_from(root - 1)? * 4096;
+        bytes[page + 8..page + 2048].fill(0xa5);
+        std::fs::write(&db, bytes)?;
+        let msg = Store::open(dir.path()).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "database {} failed its integrity check: ",
+                db.display()
+            )) && msg.ends_with(
+                "; move it aside and restart (the floor file keeps rollback protection)"
+            ),
+            "{msg}"
+        );
+        Ok(())
     }
 
     #[test]
