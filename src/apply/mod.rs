@@ -236,11 +236,12 @@ enum Fast {
     Unknown,
     /// Every managed path is as recorded: nothing to do.
     Clean(Planned),
-    /// These inventory rows (indices into `rows`) are not as recorded.
+    /// These inventory rows are not as recorded; `managed` is every path of the inventory,
+    /// in order (the rest of each row is not kept: a repair looks at the suspects only).
     Suspects {
         planned: Planned,
-        rows: Vec<crate::store::InventoryRow>,
-        suspects: Vec<usize>,
+        suspects: Vec<crate::store::InventoryRow>,
+        managed: Vec<String>,
     },
 }
 
@@ -297,14 +298,24 @@ fn fast_check(config: &Config, store: &Store, fs: &mut HostFs) -> Result<Fast, A
         plan: Plan::default(),
         note,
     };
-    Ok(if suspects.is_empty() {
-        Fast::Clean(planned)
-    } else {
-        Fast::Suspects {
-            planned,
-            rows,
-            suspects,
+    if suspects.is_empty() {
+        return Ok(Fast::Clean(planned));
+    }
+    let mut suspect_rows = Vec::with_capacity(suspects.len());
+    let mut managed = Vec::with_capacity(rows.len());
+    let mut next = suspects.iter().copied().peekable();
+    for (i, row) in rows.into_iter().enumerate() {
+        if next.next_if_eq(&i).is_some() {
+            managed.push(row.path.clone());
+            suspect_rows.push(row);
+        } else {
+            managed.push(row.path);
         }
+    }
+    Ok(Fast::Suspects {
+        planned,
+        suspects: suspect_rows,
+        managed,
     })
 }
 
@@ -513,10 +524,10 @@ fn converge(
     let (cycle, leaves) = match fast {
         Fast::Suspects {
             planned,
-            rows,
             suspects,
+            managed,
         } => (
-            Cycle::repair(config, &objects, fs, planned, rows, &suspects)?,
+            Cycle::repair(config, &objects, fs, planned, suspects, &managed)?,
             None,
         ),
         Fast::Clean(_) | Fast::Unknown => {
@@ -650,11 +661,10 @@ impl Cycle {
         objects: &ObjectStore,
         fs: &mut HostFs,
         planned: Planned,
-        rows: Vec<crate::store::InventoryRow>,
-        suspects: &[usize],
+        previous: Vec<crate::store::InventoryRow>,
+        managed: &[String],
     ) -> Result<Self, ApplyError> {
         let clock = std::time::Instant::now();
-        let previous: Vec<_> = suspects.iter().map(|&i| rows[i].clone()).collect();
         let owners = if config.apply.set_owner {
             None
         } else {
@@ -668,8 +678,7 @@ impl Cycle {
         // Managed paths that are not suspects are as recorded: never extras of a tree.
         let managed_path = |p: &HostPath| {
             let key = p.as_path().as_os_str().as_encoded_bytes();
-            rows.binary_search_by(|r| r.path.as_bytes().cmp(key))
-                .is_ok()
+            managed.binary_search_by(|m| m.as_bytes().cmp(key)).is_ok()
         };
         let seen = observe::observe(fs, &desired, &previous, &managed_path)?;
         let mut plan = match &owners {
