@@ -35,8 +35,14 @@ pub(super) fn reshape(conn: &Connection) -> rusqlite::Result<()> {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // Set only when they differ: on an existing file each setting is a write transaction of
+    // its own (four syncs in rollback-journal mode), at every open.
+    if size != PAGE_SIZE || pages == 0 {
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    }
+    if vacuum != 2 || pages == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     if pages == 0 {
         // A new file: the first table created takes both.
         return Ok(());
