@@ -44,10 +44,11 @@ pub fn fingerprint(config: &Config, commit: &str) -> String {
 /// Rows per chunk the inventory is read and stat-ed in.
 pub const CHUNK: usize = 2048;
 
-/// The inventory `read` hands over in chunks, with its suspects ([`suspects`]). Each chunk is stat-ed as
-/// soon as it is read, by the next free of one thread per core (up to four, each with its own
-/// handle on the host `root`; this thread joins them once everything is read): the time of a
-/// no-op goes into the kernel's path lookups and into SQLite, and these run side by side.
+/// The inventory `read` hands over in chunks, with its suspects ([`suspects`]). Each chunk is
+/// stat-ed as soon as it is read, by the next free of one thread per core (up to four, each
+/// with its own handle on the host `root`; this thread joins them once everything is read):
+/// the time of a no-op goes into the kernel's path lookups and into SQLite, and these run
+/// side by side.
 pub fn read_suspects(
     root: &Path,
     fs: &mut HostFs,

@@ -398,8 +398,9 @@ impl HostFs {
     /// ([`HostFs::sync_dirs`]); one lost in a crash leaves the old file, whole.
     ///
     /// One `syncfs` replaces an `fsync` per file (as dpkg does for a package's files). `done`
-    /// gets each file once it is in place, by its index in `batch`, with its stat. On an error the files not yet in
-    /// place keep their destination unchanged and their temporary files are removed.
+    /// gets each file once it is in place, by its index in `batch`, with its stat. On an error
+    /// the files not yet in place keep their destination unchanged and their temporary files
+    /// are removed.
     /// `abort_at_barrier` is a test hook: a crash right after the barrier.
     pub fn commit_staged(
         &mut self,
