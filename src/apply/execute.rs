@@ -110,6 +110,7 @@ pub fn run(
         store.refresh_inventory(&rows, !partial, describes)?;
         return Ok(Applied::nothing(commit, planned.note));
     }
+    let clock = std::time::Instant::now();
     preflight(fs, store, &plan)?;
     let managed: BTreeSet<&HostPath> = managed.iter().map(|m| &m.path).collect();
     let kept_originals: BTreeSet<&str> = originals.iter().map(String::as_str).collect();
@@ -147,6 +148,7 @@ pub fn run(
         open.map(|o| o.file).map_err(std::io::Error::other)
     };
     let id = store.begin_deployment(&begin, &mut open)?;
+    tracing::debug!(elapsed = ?clock.elapsed(), steps = plan.steps.len(), "journalled");
     // Journalled: the originals' copies are not held while the steps run.
     drop((to_keep, begun));
 
@@ -159,7 +161,9 @@ pub fn run(
         .map_err(unit_failed)
         .and_then(|()| steps(fs, objects, store, &plan, intent.fault_after, &mut progress));
     // The steps done are made durable even when a later one failed.
+    tracing::debug!(elapsed = ?clock.elapsed(), "file steps done");
     let result = result.and(sync_dirs(fs, &progress));
+    tracing::debug!(elapsed = ?clock.elapsed(), "directories synced");
     let result = result.and_then(|()| {
         services::after_files(&mut backend, &services, &plan, &mut progress.units)
             .map_err(unit_failed)?;
@@ -182,6 +186,7 @@ pub fn run(
         repair: same,
     };
     let repairs = finish(store, id, &ended, &plan, &progress, result)?;
+    tracing::debug!(elapsed = ?clock.elapsed(), "recorded");
     Ok(Applied {
         commit,
         kind: kind.into(),
