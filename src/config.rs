@@ -440,6 +440,16 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A config with every default, for unit tests elsewhere.
+#[cfg(test)]
+pub(crate) fn for_tests() -> Config {
+    Config::parse(
+        "[host]\nname = \"t\"\n[trust]\nallowed_signers = \"a\"\n",
+        std::path::Path::new("/nonexistent/config.toml"),
+    )
+    .expect("test config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,50 +1,52 @@
 //! The manifest's entries as the planner wants them: one [`Desired`] per host path, `tree`
 //! entries expanded into exact directories and their files, content named by blob id.
 
+use std::sync::Arc;
+
 use crate::manifest::{Entry, EntryKind, Group, HostPath, Manifest, Owner};
 use crate::plan::{Desired, DesiredKind};
 
 /// Owner and group names by id, each looked up in the user database once.
 #[derive(Default)]
 pub struct Names {
-    owners: Vec<Owner>,
-    groups: Vec<Group>,
+    users: Vec<(u32, Arc<str>)>,
+    groups: Vec<(u32, Arc<str>)>,
 }
 
 impl Names {
     /// The owner with `uid`, named as the user database names it (or by the number).
     pub fn owner(&mut self, uid: u32) -> Owner {
-        if let Some(o) = self.owners.iter().find(|o| o.uid == uid) {
-            return o.clone();
-        }
-        let name = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| uid.to_string(), |u| u.name);
-        let owner = Owner {
-            uid,
-            name: name.into(),
-        };
-        self.owners.push(owner.clone());
-        owner
+        let name = cached(&mut self.users, uid, || {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()?
+                .map(|u| u.name)
+        });
+        Owner { uid, name }
     }
 
     /// The group with `gid`, named as the group database names it (or by the number).
     pub fn group(&mut self, gid: u32) -> Group {
-        if let Some(g) = self.groups.iter().find(|g| g.gid == gid) {
-            return g.clone();
-        }
-        let name = nix::unistd::Group::from_gid(gid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| gid.to_string(), |g| g.name);
-        let group = Group {
-            gid,
-            name: name.into(),
-        };
-        self.groups.push(group.clone());
-        group
+        let name = cached(&mut self.groups, gid, || {
+            nix::unistd::Group::from_gid(gid.into())
+                .ok()?
+                .map(|g| g.name)
+        });
+        Group { gid, name }
     }
+}
+
+/// The name of `id` in `cache`, looked up and kept when it is not there yet.
+fn cached(
+    cache: &mut Vec<(u32, Arc<str>)>,
+    id: u32,
+    lookup: impl FnOnce() -> Option<String>,
+) -> Arc<str> {
+    if let Some((_, name)) = cache.iter().find(|(i, _)| *i == id) {
+        return name.clone();
+    }
+    let name: Arc<str> = lookup().unwrap_or_else(|| id.to_string()).into();
+    cache.push((id, name.clone()));
+    name
 }
 
 /// Who owns what outpost writes when the manifest's owners are not applied (`apply.set_owner

@@ -256,13 +256,7 @@ impl fmt::Display for Exit {
 mod tests {
     use super::*;
 
-    fn test_config() -> Config {
-        Config::parse(
-            "[host]\nname = \"t\"\n[trust]\nallowed_signers = \"a\"\n",
-            std::path::Path::new("/nonexistent/config.toml"),
-        )
-        .expect("test config")
-    }
+    use crate::config::for_tests as test_config;
     use crate::manifest::Origin;
 
     fn check(command: &[&str], timeout_ms: u64, retries: u32) -> HealthCheck {

@@ -385,9 +385,10 @@ fn unchanged(config: &Config, goal: Goal) -> Result<Fast, ApplyError> {
         Err(e @ StoreError::Newer { .. }) => return Err(e.into()),
         Ok(None) | Err(_) => return Ok(Fast::Unknown),
     };
-    if !store.settled()? || store.interrupted_deployment()?.is_some() {
+    if !store.settled()? {
         return Ok(Fast::Unknown);
     }
+    // An interrupted deployment makes it `Unknown` too.
     let mut fs = HostFs::open(&config.host.root)?;
     fast_check(config, &store, &mut fs)
 }

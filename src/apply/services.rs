@@ -262,13 +262,7 @@ pub fn event(step: &UnitStep, repair: bool) -> (&'static str, String) {
 mod tests {
     use super::*;
 
-    fn test_config() -> Config {
-        Config::parse(
-            "[host]\nname = \"t\"\n[trust]\nallowed_signers = \"a\"\n",
-            std::path::Path::new("/nonexistent/config.toml"),
-        )
-        .expect("test config")
-    }
+    use crate::config::for_tests as test_config;
     use crate::manifest::{HostPath, Origin};
     use crate::plan::{Action, Reason, Step};
     use std::cell::RefCell;

@@ -368,14 +368,9 @@ fn set_meta(
 impl Store {
     /// The inventory of the last deployment, by path.
     pub fn inventory(&self) -> Result<Vec<InventoryRow>, StoreError> {
+        // One chunk, at most.
         let mut rows = Vec::new();
-        self.inventory_chunks(usize::MAX, &mut |chunk| {
-            if rows.is_empty() {
-                rows = chunk;
-            } else {
-                rows.extend(chunk);
-            }
-        })?;
+        self.inventory_chunks(usize::MAX, &mut |chunk| rows = chunk)?;
         Ok(rows)
     }
 

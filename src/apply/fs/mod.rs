@@ -596,15 +596,8 @@ impl HostFs {
     /// removals in it durable. Call it once per directory after a batch of changes in it.
     pub fn sync_dir<'a>(&mut self, dir: impl Into<Option<&'a HostPath>>) -> Result<(), FsError> {
         let dir = dir.into();
-        let err = |source| FsError::SyncDir {
-            dir: dir.cloned(),
-            source,
-        };
-        let fd = match dir {
-            None => self.root.as_fd(),
-            Some(d) => self.dir(d.as_path()).map_err(|e| dir_error(d, e, err))?,
-        };
-        fsync(fd).map_err(err)
+        let fd = self.dir_to_sync(dir)?;
+        fsync(fd).map_err(sync_error(dir))
     }
 
     /// Makes the renames and removals in `dirs` durable (`None`: the host root). On a
@@ -621,15 +614,8 @@ impl HostFs {
         const FEW: usize = 4;
         let mut by_fs: Vec<(u64, Vec<Option<&HostPath>>)> = Vec::new();
         for dir in dirs {
-            let err = |source| FsError::SyncDir {
-                dir: dir.cloned(),
-                source,
-            };
-            let fd = match dir {
-                None => self.root.as_fd(),
-                Some(d) => self.dir(d.as_path()).map_err(|e| dir_error(d, e, err))?,
-            };
-            let dev = fstat(fd).map_err(err)?.st_dev;
+            let fd = self.dir_to_sync(dir)?;
+            let dev = fstat(fd).map_err(sync_error(dir))?.st_dev;
             match by_fs.iter_mut().find(|(d, _)| *d == dev) {
                 Some((_, list)) => list.push(dir),
                 None => by_fs.push((dev, vec![dir])),
@@ -642,18 +628,20 @@ impl HostFs {
                 }
                 continue;
             }
-            let first = list[0];
-            let err = |source| FsError::SyncDir {
-                dir: first.cloned(),
-                source,
-            };
-            let fd = match first {
-                None => self.root.as_fd(),
-                Some(d) => self.dir(d.as_path()).map_err(|e| dir_error(d, e, err))?,
-            };
-            nix::unistd::syncfs(fd).map_err(err)?;
+            let fd = self.dir_to_sync(list[0])?;
+            nix::unistd::syncfs(fd).map_err(sync_error(list[0]))?;
         }
         Ok(())
+    }
+
+    /// The open directory `dir` (`None`: the host root), to be synced.
+    fn dir_to_sync(&mut self, dir: Option<&HostPath>) -> Result<BorrowedFd<'_>, FsError> {
+        match dir {
+            None => Ok(self.root.as_fd()),
+            Some(d) => self
+                .dir(d.as_path())
+                .map_err(|e| dir_error(d, e, sync_error(dir))),
+        }
     }
 
     /// Whether the filesystem that holds (or would hold) `path` is mounted read-only: the one
@@ -823,6 +811,14 @@ fn open_beneath(
             Err(Errno::EAGAIN) if attempts < 8 => attempts += 1,
             result => return result,
         }
+    }
+}
+
+/// A failure to sync `dir` (`None`: the host root).
+fn sync_error(dir: Option<&HostPath>) -> impl Fn(Errno) -> FsError + '_ {
+    move |source| FsError::SyncDir {
+        dir: dir.cloned(),
+        source,
     }
 }
 
